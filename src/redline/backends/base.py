@@ -1,0 +1,100 @@
+"""The one backend protocol: `await backend.generate(request) -> list[Completion]`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+from redline.ledger import CallRecord, current_ledger, current_phase
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Messages (chat) or a raw prompt, optionally continued from an assistant `prefix`."""
+
+    messages: Sequence[Message] | None = None
+    prompt: str | None = None
+    prefix: str = ""
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    logprobs: int | None = None  # how many top alternatives per token; None = no logprobs
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a GenerationRequest needs exactly one of messages or prompt")
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation. `prompt_tokens` is what this completion was billed for
+    its prompt, so summing over a call's completions gives the call's prompt tokens."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    model: str
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LedgeredBackend:
+    """Wraps a backend so that every call is budget-checked and recorded in the current ledger."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model = inner.model
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        ledger = current_ledger()
+        ledger.check_budget()
+        t0 = time.perf_counter()
+        completions = await self.inner.generate(request)
+        ledger.record(CallRecord(
+            strategy=ledger.strategy,
+            phase=current_phase(),
+            model=self.model,
+            prompt_tokens=sum(c.prompt_tokens for c in completions),
+            completion_tokens=sum(c.completion_tokens for c in completions),
+            latency_s=time.perf_counter() - t0,
+            n=request.n,
+        ))
+        return completions
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, item: str) -> Any:  # backend-specific extras, e.g. pass-through
+        return getattr(self.inner, item)
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the first stop string (excluded, as the OpenAI API does)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

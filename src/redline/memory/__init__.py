@@ -1,0 +1,1 @@
+"""What redline learned across runs: SQLite store, principles, step bank, mistakes, exports."""

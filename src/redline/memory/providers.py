@@ -1,0 +1,1 @@
+"""Context providers backed by the memory store; they register themselves in PROVIDERS."""

@@ -1,0 +1,6 @@
+"""Judging steps. Verifier modules register themselves in `registry.VERIFIERS`."""
+
+from redline.verifiers.base import (AGGREGATIONS, StepVerifier, aggregate, clamp01, first_error,
+                                    run_in_pool)
+
+__all__ = ["AGGREGATIONS", "StepVerifier", "aggregate", "clamp01", "first_error", "run_in_pool"]
