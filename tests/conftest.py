@@ -16,7 +16,9 @@ def local_backend():
     """The real embedded SmolLM2-135M behind the ledger (loaded once, about 20 s)."""
     from redline.backends import create_backend
 
-    return create_backend("local")
+    backend = create_backend("local")
+    backend.load()  # here, so no test's ledger latency includes the load
+    return backend
 
 
 @pytest.fixture()

@@ -99,6 +99,10 @@ class LocalBackend:
         self.model = DEFAULT_MODEL if model in _ALIASES else model
         self._model_arg = model
 
+    def load(self) -> None:
+        """Load the model now (once per process), so no call's latency includes the load."""
+        load_model(self._model_arg)
+
     @property
     def loaded(self) -> LoadedModel:
         return load_model(self._model_arg)

@@ -16,7 +16,7 @@ from redline.errors import RedlineError
 from redline.runtime import Runtime
 
 T = TypeVar("T")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line when piped
 out = Console()
 
 BackendOpt = Annotated[str, typer.Option("--backend", "-b", help=f"Where tokens come from: {', '.join(BACKEND_HELP)}.")]
@@ -38,6 +38,14 @@ def make_runtime(backend: str, model: str | None, base_url: str | None = None, m
         raise RedlineError("--base-url only applies to --backend openai")
     return Runtime(backend=create_backend(backend, model, **options), max_tokens=max_tokens, seed=seed,
                    memory_path=memory)
+
+
+def load_backend(runtime: Runtime) -> None:
+    """Load a local model under a spinner before solving, so ledger latencies are generation only."""
+    load = getattr(runtime.backend, "load", None)
+    if load is not None:
+        with console.status(f"loading model {runtime.backend.model} ..."):
+            load()
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from redline.backends import BACKEND_HELP
 from redline.cli.common import (BackendOpt, BaseUrlOpt, MaxTokensOpt, MemoryOpt, ModelOpt, SeedOpt, StrategyOpt,
-                                console, make_runtime, out, read_question, run_async)
+                                console, load_backend, make_runtime, out, read_question, run_async)
 from redline.cli.render import print_result
 from redline.registry import PROVIDERS, STRATEGIES, VERIFIERS, Registry, describe_params
 from redline.types import Problem
@@ -35,6 +35,7 @@ def solve(
     text = read_question(question)
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
     solver = build_solver(strategy, runtime)
+    load_backend(runtime)
     with console.status(f"solving with {solver.spec} on {runtime.backend.name}:{runtime.backend.model} ..."):
         result = run_async(solver.solve(Problem(text)))
     if trace is not None:

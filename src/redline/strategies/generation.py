@@ -53,6 +53,13 @@ async def next_steps(ctx: SolveContext, problem: Problem, steps: Sequence[str], 
     return drafts
 
 
+async def refine_step(ctx: SolveContext, problem: Problem, prior_steps: Sequence[str], draft: str) -> str:
+    """Let each step-level provider (BoostStep) rewrite a drafted step, in order."""
+    for provider in ctx.step_providers:
+        draft = await provider.refine_step(problem, prior_steps, draft, ctx)
+    return draft
+
+
 async def _solve_stepwise(ctx: SolveContext, problem: Problem, prefix_steps: Sequence[str], temperature: float,
                           phase_name: str, seed: int, messages: Sequence[Message] | None) -> Solution:
     steps = list(prefix_steps)
@@ -60,9 +67,7 @@ async def _solve_stepwise(ctx: SolveContext, problem: Problem, prefix_steps: Seq
         draft = (await next_steps(ctx, problem, steps, 1, temperature, phase_name, seed + depth, messages))[0]
         if not draft.text or draft.text.endswith(":") and draft.done:
             break
-        text = draft.text
-        for provider in ctx.step_providers:
-            text = await provider.refine_step(problem, steps, text, ctx)
+        text = await refine_step(ctx, problem, steps, draft.text)
         steps.append(text)
         if draft.done or is_final(text):
             break

@@ -12,6 +12,8 @@ import threading
 from fractions import Fraction
 from functools import lru_cache
 
+from redline.text.steps import strip_step_labels
+
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*[:\s]*\$?\s*(.+)", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*(.+)")
@@ -45,11 +47,12 @@ def _clean(answer: str) -> str:
 
 
 def _first_line_answer(raw: str) -> str:
-    """From 'The answer is 18 dollars.' keep the number when there is one, else the phrase."""
+    """From 'The answer is 18 dollars.' keep the (first) number when there is one, else the phrase."""
     raw = raw.strip().splitlines()[0] if raw.strip() else ""
     boxed = _boxed(raw)
     if boxed is not None:
         return boxed
+    raw = raw.rsplit("=", 1)[-1]  # 'The answer is 5 + 3 = 8' -> 8, the result, not an operand
     m = _LAST_NUMBER.search(raw.replace("\\$", ""))
     if m:
         return m.group(0)
@@ -73,7 +76,7 @@ def extract_answer(text: str) -> str | None:
         ans = _first_line_answer(m.group(1))
         if ans:
             return ans
-    numbers = _LAST_NUMBER.findall(text)
+    numbers = _LAST_NUMBER.findall(strip_step_labels(text))
     return numbers[-1] if numbers else None
 
 

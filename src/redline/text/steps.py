@@ -37,6 +37,11 @@ def segment_steps(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def strip_step_labels(text: str) -> str:
+    """Text without 'Step k:' markers and list numbers, whose digits are never answers."""
+    return _NUMBERED.sub("", _STEP_MARKER.sub("", text))
+
+
 def join_steps(steps: list[str]) -> str:
     """Inverse of segmentation for our own step format: one step per paragraph."""
     return "\n\n".join(s.strip() for s in steps)

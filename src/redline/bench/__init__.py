@@ -1,0 +1,1 @@
+"""Benchmarking: datasets, the resumable eval runner, its SQLite store, metrics and reports."""

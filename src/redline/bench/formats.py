@@ -1,0 +1,110 @@
+"""Tables of a report as text: one set of formatted rows feeds the terminal, Markdown and HTML."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from rich.table import Table
+
+from redline.bench.report import ReportData
+from redline.bench.store import ResultStore
+
+SUMMARY_COLUMNS = ("strategy", "accuracy", "95% CI", "Δ vs baseline [95% CI]", "McNemar p", "tokens/problem",
+                   "prompt", "completion", "calls", "latency p50/p95 s", "cost", "stopped")
+RESULT_FIELDS = ("problem_id", "strategy", "gold", "answer", "correct", "gradable", "prompt_tokens",
+                 "completion_tokens", "total_tokens", "calls", "latency_s", "stopped", "model")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def summary_rows(data: ReportData) -> list[dict[str, str]]:
+    rows = []
+    for s in data.summaries:
+        c = data.comparisons.get(s.strategy)
+        delta = "baseline" if s.strategy == data.baseline else (
+            "-" if c is None else f"{100 * c.diff:+.1f} [{100 * c.ci[0]:+.1f}, {100 * c.ci[1]:+.1f}]")
+        rows.append({
+            "strategy": s.strategy,
+            "accuracy": f"{_pct(s.accuracy)} ({s.correct}/{s.graded})",
+            "95% CI": "-" if s.ci is None else f"{_pct(s.ci[0])}–{_pct(s.ci[1])}",
+            "Δ vs baseline [95% CI]": delta,
+            "McNemar p": "-" if c is None else f"{c.p_value:.3g}",
+            "tokens/problem": f"{s.mean_tokens:.0f}",
+            "prompt": f"{s.mean_prompt_tokens:.0f}",
+            "completion": f"{s.mean_completion_tokens:.0f}",
+            "calls": f"{s.mean_calls:.2f}",
+            "latency p50/p95 s": f"{s.latency_p50:.2f}/{s.latency_p95:.2f}",
+            "cost": "-" if s.cost is None else f"${s.cost:.4f}",
+            "stopped": str(s.stopped),
+        })
+    return rows
+
+
+def sampling_rows(data: ReportData) -> list[dict[str, str]]:
+    """pass@k (= coverage@k) and maj@k at k = 1, 2, 4, ... and n, per sampled strategy."""
+    rows = []
+    for s in data.summaries:
+        ks = sorted({k for k in s.pass_at if k & (k - 1) == 0} | {s.samples}) if s.samples else []
+        for k in ks:
+            rows.append({"strategy": s.strategy, "k": str(k), "pass@k (coverage)": _pct(s.pass_at[k]),
+                         "maj@k": _pct(s.maj_at[k])})
+    return rows
+
+
+def budget_rows(data: ReportData) -> list[dict[str, str]]:
+    return [{"family": family, "budget": f"{b:g}", "tokens/problem": f"{t:.0f}", "accuracy": _pct(a)}
+            for family, points in data.curves.items() for b, t, a in points]
+
+
+def rich_table(data: ReportData) -> Table:
+    table = Table(title=f"redline eval {data.run}: {data.problems} problems, baseline {data.baseline}",
+                  show_edge=False)
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="left" if col == "strategy" else "right", overflow="fold")
+    for row in summary_rows(data):
+        table.add_row(*row.values())
+    return table
+
+
+def _markdown_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(none)\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(data: ReportData, path: Path) -> Path:
+    settings = ", ".join(f"{k}={data.settings[k]}" for k in ("backend", "model", "max_tokens", "seed", "data")
+                         if k in data.settings)
+    parts = [f"# redline eval: {data.run}\n\n", f"{data.problems} problems; {settings}. Accuracy counts gradable "
+             "problems only; Δ is paired against the baseline (bootstrap 95% CI, exact McNemar p).\n",
+             "\n## Summary\n\n", _markdown_table(summary_rows(data))]
+    if sampling := sampling_rows(data):
+        parts += ["\n## Sampling: pass@k (coverage) and maj@k\n\n", _markdown_table(sampling)]
+    if budget := budget_rows(data):
+        parts += ["\n## Budget curves\n\n", _markdown_table(budget)]
+    if data.errors:
+        parts += [f"\n## Failed solves ({len(data.errors)}; a rerun retries them)\n\n",
+                  _markdown_table([{"problem": p, "strategy": s, "error": e} for p, s, e in data.errors[:50]])]
+    parts.append("\n![accuracy vs tokens](accuracy_vs_tokens.png)\n")
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def write_csv(store: ResultStore, path: Path) -> Path:
+    """One line per problem x strategy, streamed from the store."""
+    gold = {p["id"]: p["gold"] for p in store.problems()}
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(RESULT_FIELDS)
+        for r in store.rows():
+            writer.writerow([r.problem_id, r.strategy, gold.get(r.problem_id), r.answer,
+                             "" if r.correct is None else int(r.correct), int(r.gradable), r.prompt_tokens,
+                             r.completion_tokens, r.total_tokens, r.calls, f"{r.latency_s:.3f}", r.stopped or "",
+                             r.model])
+    return path

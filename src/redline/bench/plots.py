@@ -1,0 +1,95 @@
+"""PNG plots of a report (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redline.bench.metrics import pareto_front
+from redline.bench.report import ReportData
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_vs_tokens(data: ReportData, path: Path) -> Path:
+    """Accuracy (Wilson 95% CI bars) against mean tokens per problem; the Pareto front joined and ringed."""
+    plt = _pyplot()
+    points = [(s.mean_tokens, s.accuracy, s) for s in data.summaries if s.accuracy is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for tokens, acc, s in points:
+        lo, hi = s.ci or (acc, acc)
+        ax.errorbar(tokens, acc, yerr=[[acc - lo], [hi - acc]], fmt="o", capsize=4, label=s.strategy)
+    front = sorted((points[i][0], points[i][1]) for i in pareto_front([(t, a) for t, a, _ in points]))
+    if front:
+        ax.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
+        ax.scatter(*zip(*front), s=180, facecolors="none", edgecolors="black", linewidths=1.2)
+    ax.set_xlabel("mean tokens per problem")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{data.run}: accuracy vs tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def budget_curves(data: ReportData, path: Path) -> Path | None:
+    """Accuracy of each strategy family against its budget knob and against tokens."""
+    if not data.curves:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for family, points in data.curves.items():
+        budgets, tokens, accs = zip(*points)
+        left.plot(budgets, accs, "o-", label=family)
+        right.plot(tokens, accs, "o-", label=family)
+    left.set_xscale("log", base=2)
+    left.set_xlabel("budget (n, iterations, ...)")
+    right.set_xlabel("mean tokens per problem")
+    for ax in (left, right):
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(f"{data.run}: accuracy vs budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sampling_curves(data: ReportData, path: Path) -> Path | None:
+    """pass@k (coverage) and maj@k against k for strategies that sample several candidates."""
+    sampled = [s for s in data.summaries if s.samples]
+    if not sampled:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in sampled:
+        ks = list(s.pass_at)
+        line, = ax.plot(ks, list(s.pass_at.values()), "o-", label=f"{s.strategy} pass@k (coverage)")
+        ax.plot(ks, list(s.maj_at.values()), "s--", color=line.get_color(), label=f"{s.strategy} maj@k")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("fraction of problems")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plots(data: ReportData, run_dir: Path) -> list[Path]:
+    made = [accuracy_vs_tokens(data, run_dir / "accuracy_vs_tokens.png"),
+            budget_curves(data, run_dir / "budget_curves.png"),
+            sampling_curves(data, run_dir / "sampling_curves.png")]
+    return [p for p in made if p is not None]

@@ -1,0 +1,61 @@
+"""Turn a run's store into figures, then into every report file (md, csv, png, html)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redline.bench.metrics import (PairedComparison, Prices, StrategySummary, budget_curves, compare_to_baseline,
+                                   summarize)
+from redline.bench.store import ResultStore
+from redline.errors import RedlineError
+
+
+@dataclass
+class ReportData:
+    run: str
+    settings: dict[str, Any]
+    summaries: list[StrategySummary]
+    baseline: str
+    comparisons: dict[str, PairedComparison]
+    curves: dict[str, list[tuple[float, float, float]]]
+    errors: list[tuple[str, str, str]]
+    problems: int
+
+    def summary(self, strategy: str) -> StrategySummary:
+        return next(s for s in self.summaries if s.strategy == strategy)
+
+
+def collect(store: ResultStore, baseline: str | None = None, prices: Prices | None = None) -> ReportData:
+    """All report figures of a run. The baseline defaults to the run's first strategy."""
+    strategies = store.strategies()
+    if not strategies:
+        raise RedlineError(f"{store.run_dir}: no finished results yet")
+    meta = store.meta()
+    prices = prices if prices is not None else meta.get("prices")
+    rows = {s: list(store.rows(s)) for s in strategies}
+    baseline = baseline or meta.get("baseline") or strategies[0]
+    if baseline not in rows:
+        raise RedlineError(f"baseline {baseline!r} has no results; strategies: {', '.join(strategies)}")
+    summaries = [summarize(s, rows[s], prices) for s in strategies]
+    comparisons = {c.strategy: c for c in compare_to_baseline(rows, baseline, seed=int(meta.get("seed", 0)))}
+    problems = sum(1 for _ in store.problems())
+    return ReportData(store.run, meta, summaries, baseline, comparisons, budget_curves(summaries), store.errors(),
+                      problems)
+
+
+def write_reports(run_dir: Path, baseline: str | None = None, prices: Prices | None = None,
+                  html_problems: int = 200) -> tuple[ReportData, list[Path]]:
+    """Write report.md, results.csv, the PNG plots and report.html into the run directory."""
+    from redline.bench.formats import write_csv, write_markdown
+    from redline.bench.html import write_html
+    from redline.bench.plots import write_plots
+
+    with ResultStore(run_dir, create=False) as store:
+        data = collect(store, baseline, prices)
+        files = [write_markdown(data, run_dir / "report.md"), write_csv(store, run_dir / "results.csv")]
+        plots = write_plots(data, run_dir)
+        files += plots
+        files.append(write_html(data, store, plots, run_dir / "report.html", html_problems))
+    return data, files

@@ -1,0 +1,112 @@
+"""`redline learn`, `redline export`, `redline memory stats`: thin commands over redline.memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from redline.cli.common import (BackendOpt, BaseUrlOpt, MaxTokensOpt, MemoryOpt, ModelOpt, SeedOpt, StrategyOpt,
+                                console, make_runtime, out, run_async)
+
+FORMAT_HELP = "Dataset layout: auto, gsm8k, qwen, math500, generic, or a file type (jsonl, json, csv)."
+
+
+def learn(
+    data: Annotated[str, typer.Option("--data", "-d", help="Problems with gold answers: a .jsonl/.json/.csv file.")],
+    format: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "auto",
+    strategy: StrategyOpt = "cot",
+    backend: BackendOpt = "local",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    memory: MemoryOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Learn from the first N problems.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Only rows of this split.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="Tag for the principles learned (default: the dataset layout).")] = None,
+    condense_every: Annotated[int, typer.Option("--condense-every", min=2, help="Condense into high-level principles after this many new ones.")] = 8,
+    max_tokens: MaxTokensOpt = 384,
+    seed: SeedOpt = 0,
+) -> None:
+    """Solve problems with gold answers, grade them, and remember mistakes, principles and verified steps.
+    Resumable: problems already in the memory are skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from redline.bench.datasets import read_dataset
+    from redline.memory.learning import Learner, LearnReport, LearnSettings, Outcome
+    from redline.memory.store import MemoryStore
+
+    loaded = read_dataset(data, format, limit=limit, split=split)
+    for row in loaded.skipped:
+        console.print(f"[yellow]warning:[/yellow] {row}", highlight=False)
+    runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
+    store = MemoryStore.open(runtime.memory_path)
+    learner = Learner(runtime, store, strategy, LearnSettings(task=task or loaded.preset, condense_every=condense_every))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("learning", total=len(loaded.problems))
+
+        def on_outcome(outcome: Outcome, report: LearnReport) -> None:
+            acc = report.accuracy
+            shown = f"accuracy {acc:.1%}" if acc is not None else "accuracy -"
+            progress.update(bar, advance=1, description=f"learning ({shown}, {report.counts['skipped']} skipped)")
+
+        report = run_async(learner.learn(loaded.problems, on_outcome))
+    c = report.counts
+    acc = f"{report.accuracy:.1%}" if report.accuracy is not None else "n/a"
+    out.print(f"{c['correct']} correct, {c['wrong']} wrong, {c['ungradable']} ungradable (gold not parseable), "
+              f"{c['skipped']} already learned; accuracy {acc}")
+    out.print(f"memory {store.path}: +{c['principles']} principles ({c['merged']} merged, {c['high_level']} high-level, "
+              f"{c['retired']} retired), +{c['mistakes']} mistakes, +{c['steps']} banked steps; "
+              f"{report.solve_usage.total_tokens} solve tokens, {learner.learn_usage.total_tokens} learning tokens, "
+              f"{report.wall_s:.0f} s")
+
+
+def export(
+    format: Annotated[str, typer.Option("--format", "-f", help="sft (chat JSONL for TRL SFTTrainer), step-dpo "
+                                        "(prompt/chosen/rejected for DPOTrainer) or prm (step labels).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
+    memory: MemoryOpt = None,
+) -> None:
+    """Export what memory holds as training data."""
+    from redline.memory.export import export as write_export
+    from redline.memory.store import MemoryStore
+
+    report = write_export(MemoryStore.open(memory, create=False), format, output)
+    note = f" ({report.skipped} skipped: no located first error or no corrected step)" if report.skipped else ""
+    out.print(f"wrote {report.rows} {format} rows to {report.path}{note}")
+
+
+def stats(
+    memory: MemoryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Counts of problems, attempts, mistakes, principles and banked steps in the memory store."""
+    from rich.table import Table
+
+    from redline.memory.store import MemoryStore
+
+    store = MemoryStore.open(memory, create=False)
+    counts = store.counts()
+    if as_json:
+        out.print_json(json.dumps({"path": str(store.path), "migrations": store.migrations(), **counts}))
+        return
+    table = Table(title=str(store.path), show_edge=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in counts.items():
+        table.add_row(key.replace("_", " "), str(value))
+    out.print(table)
+    principles = store.principles()
+    for row, _ in principles[:10]:
+        used = f"{row.accuracy_used:.0%} of {row.used}" if row.used else "unused"
+        out.print(f"[{row.level}] {row.text}  ({used})", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(learn)
+    app.command()(export)
+    memory_app = typer.Typer(help="Inspect the memory store.", no_args_is_help=True)
+    memory_app.command()(stats)
+    app.add_typer(memory_app, name="memory")

@@ -1,0 +1,40 @@
+"""A redline server on a free 127.0.0.1 port in a background thread: for tests, benches and notebooks."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from typing import Iterator
+
+import uvicorn
+
+from redline.runtime import Runtime
+from redline.server.app import create_app
+from redline.server.settings import ServerSettings
+
+
+@contextlib.contextmanager
+def running_server(runtime: Runtime, settings: ServerSettings | None = None) -> Iterator[str]:
+    """Yield the base URL ('http://127.0.0.1:PORT') of a live server; stop it afterwards."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(runtime, settings), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,204 @@
+"""`hf-prm`: published process reward models through transformers.
+
+Two input formats:
+- `math-shepherd` (peiyi9979/math-shepherd-mistral-7b-prm and kin): a causal LM reads
+  "question step1 ки\\nstep2 ки ..."; a step's score is P('+') / (P('+') + P('-')) of the
+  next-token logits at its tag `ки`.
+- `qwen-prm` (Qwen/Qwen2.5-Math-PRM-7B and kin): the chat-formatted solution with an
+  `<extra_0>` separator after each step; a two-class head gives P(correct) at each separator.
+
+Steps (and the question) are sanitised: the tag text is removed from them, so the model sees
+exactly one tag per step. Tag positions come from the tokenizer's character offsets, so a
+tokenizer that merges the tag with a neighbour still yields the right position. The model
+loads once per runtime, on GPU when one is present; `trust_remote_code` is off unless asked.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from pydantic import Field
+
+from redline.errors import RedlineError
+from redline.registry import VERIFIERS, Params
+from redline.runtime import Runtime
+from redline.verifiers.base import clamp01, run_in_pool
+
+MATH_SHEPHERD_TAG, GOOD, BAD = "ки", "+", "-"
+QWEN_SEPARATOR = "<extra_0>"
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+class HfPrmParams(Params):
+    path: str = Field(description="local model directory or hub id")
+    format: Literal["auto", "math-shepherd", "qwen-prm"] = Field("auto", description="input/output convention")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    trust_remote_code: bool = Field(False, description="allow the model's own code (needed by Qwen2.5-Math-PRM)")
+    max_length: int = Field(4096, ge=16, description="longer inputs are cut; steps past the cut score neutral")
+    neutral: float = Field(0.5, ge=0, le=1, description="score of a step cut off by max_length")
+
+
+@dataclass
+class LoadedPrm:
+    model: Any
+    tokenizer: Any
+    format: str
+    device: str
+    lock: threading.Lock
+
+
+def _resolve(path: str) -> str:
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise RedlineError(f"hf-prm: {local} has no config.json; pass a transformers model directory")
+        return str(local)
+    if _HUB_ID.match(path) and not path.startswith((".", "/", "~")):
+        return path
+    raise RedlineError(f"hf-prm: no model at {path!r}: pass a local model directory or a hub id 'owner/name'")
+
+
+def detect_format(config: Any, tokenizer: Any) -> str:
+    """qwen-prm when the tokenizer has `<extra_0>` and the model has a 2-label head; math-shepherd
+    when the tokenizer has the `ки` tag; otherwise ask the user."""
+    vocab = tokenizer.get_vocab()
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    two_class = getattr(config, "num_labels", 0) == 2 and ("Classification" in architectures
+                                                          or "ProcessReward" in architectures)
+    if QWEN_SEPARATOR in vocab and (two_class or "ProcessReward" in architectures):
+        return "qwen-prm"
+    if MATH_SHEPHERD_TAG in vocab or f"▁{MATH_SHEPHERD_TAG}" in vocab or f"Ġ{MATH_SHEPHERD_TAG}" in vocab:
+        return "math-shepherd"
+    raise RedlineError("hf-prm: cannot tell the model's format; pass format=math-shepherd or format=qwen-prm")
+
+
+def load_prm(params: HfPrmParams) -> LoadedPrm:
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification, \
+        AutoTokenizer
+
+    source = _resolve(params.path)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RedlineError("hf-prm: device=cuda asked for, but no GPU is available")
+    remote = params.trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RedlineError(f"hf-prm: cannot load {params.path!r}: {first}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise RedlineError("hf-prm needs a fast tokenizer (tokenizer.json) to locate step tags")
+    fmt = detect_format(config, tokenizer) if params.format == "auto" else params.format
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if fmt == "math-shepherd":
+        loader = AutoModelForCausalLM
+    elif getattr(config, "auto_map", None) and "AutoModel" in config.auto_map:
+        if not remote:
+            raise RedlineError(f"hf-prm: {params.path!r} ships its own model code; "
+                               "pass trust_remote_code=true if you trust it")
+        loader = AutoModel
+    else:
+        loader = AutoModelForTokenClassification
+    try:
+        model = loader.from_pretrained(source, dtype=dtype, trust_remote_code=remote).to(device)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RedlineError(f"hf-prm: cannot load {params.path!r} as {fmt}: {first}") from None
+    model.eval()
+    return LoadedPrm(model, tokenizer, fmt, device, threading.Lock())
+
+
+def _clean(text: str, tag: str) -> str:
+    return text.replace(tag, " ").strip() or "."
+
+
+def build_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
+    """The model's input text and the character offset of each step's tag in it."""
+    tag = MATH_SHEPHERD_TAG if fmt == "math-shepherd" else QWEN_SEPARATOR
+    steps = [_clean(s, tag) for s in steps]
+    question = _clean(question, tag)
+    if fmt == "math-shepherd":
+        text, offsets = f"{question} ", []
+        for i, step in enumerate(steps):
+            text += f"{step} "
+            offsets.append(len(text))
+            text += tag + ("\n" if i < len(steps) - 1 else "")
+        return text, offsets
+    body = "".join(f"{s}{tag}" for s in steps)
+    messages = [{"role": "system", "content": QWEN_SYSTEM}, {"role": "user", "content": question},
+                {"role": "assistant", "content": body}]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    else:
+        text = f"{QWEN_SYSTEM}\n{question}\n{body}"
+    start = text.index(body)
+    offsets, pos = [], start
+    for step in steps:
+        pos += len(step)
+        offsets.append(pos)
+        pos += len(tag)
+    return text, offsets
+
+
+def token_positions(offset_mapping: Sequence[tuple[int, int]], char_positions: Sequence[int]) -> list[int | None]:
+    """Index of the token covering each character position (None when it was cut off)."""
+    out: list[int | None] = []
+    for char in char_positions:
+        out.append(next((i for i, (a, b) in enumerate(offset_mapping) if a <= char < b), None))
+    return out
+
+
+class HfPrmVerifier:
+    name = "hf-prm"
+
+    def __init__(self, loaded: LoadedPrm, params: HfPrmParams) -> None:
+        self.loaded = loaded
+        self.params = params
+        if loaded.format == "math-shepherd":  # as the Math-Shepherd reference code: the ids in "+ -"
+            ids = loaded.tokenizer.encode(f"{GOOD} {BAD}", add_special_tokens=False)
+            if len(ids) != 2:
+                raise RedlineError(f"hf-prm: the tokenizer splits '{GOOD} {BAD}' into {len(ids)} tokens, not 2; "
+                                   "not a Math-Shepherd model?")
+            self.good_id, self.bad_id = ids
+
+    def score_sync(self, question: str, steps: Sequence[str]) -> list[float]:
+        import torch
+
+        if not steps:
+            return []
+        lm = self.loaded
+        text, chars = build_input(lm.format, lm.tokenizer, question, steps)
+        enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=lm.format == "math-shepherd",
+                           truncation=True, max_length=self.params.max_length, return_tensors="pt")
+        positions = token_positions(enc.pop("offset_mapping")[0].tolist(), chars)
+        with lm.lock, torch.inference_mode():
+            out = lm.model(input_ids=enc["input_ids"].to(lm.device), attention_mask=enc["attention_mask"].to(lm.device))
+        logits = (out.logits if hasattr(out, "logits") else out[0])[0].float()
+        if lm.format == "math-shepherd":
+            pair = logits[:, [self.good_id, self.bad_id]]
+        else:
+            pair = logits[:, [1, 0]]
+        probs = torch.softmax(pair, dim=-1)[:, 0].cpu().tolist()
+        if any(p is None for p in positions):
+            warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
+                          "steps past the cut get the neutral score", stacklevel=2)
+        return [self.params.neutral if p is None else clamp01(probs[p]) for p in positions]
+
+    async def score(self, question: str, steps: Sequence[str]) -> list[float]:
+        return await run_in_pool(self.score_sync, question, list(steps))
+
+
+@VERIFIERS.register("hf-prm", HfPrmParams, "a published PRM via transformers: hf-prm:PATH,format=math-shepherd|qwen-prm",
+                    positional=("path",))
+def build_hf_prm(params: HfPrmParams, runtime: Runtime) -> HfPrmVerifier:
+    loaded = runtime.cached(f"hf-prm:{params.path}:{params.format}:{params.device}:{params.trust_remote_code}",
+                            lambda: load_prm(params))
+    return HfPrmVerifier(loaded, params)

@@ -1,0 +1,108 @@
+"""Training the `learned` verifier from step-labelled solutions (MC labels or planted errors).
+
+Soft labels (the fraction of rollouts that reached the gold answer) are fitted exactly with
+logistic regression by giving each step two weighted rows: label 1 with weight p and label
+0 with weight 1 - p, which is the cross-entropy against p. A held-out share of the
+solutions (split by solution, not by step) gives an honest validation AUROC.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from redline.errors import RedlineError
+from redline.verifiers.learned import FEATURE_VERSION, FORMAT, step_features
+from redline.verifiers.records import LabeledSolution
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    solutions: int
+    steps: int
+    positive_share: float
+    train_auroc: float | None
+    val_auroc: float | None
+    seconds: float
+
+
+def _dataset(records: Sequence[LabeledSolution],
+             on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    rows, targets = [], []
+    for done, record in enumerate(records, 1):
+        pairs = record.step_targets()
+        if pairs:
+            features = step_features(record.question, record.steps)
+            for i, target in pairs:
+                rows.append(features[i])
+                targets.append(target)
+        if on_progress is not None:
+            on_progress(done)
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0)
+    return np.vstack(rows), np.asarray(targets, dtype=np.float64)
+
+
+def _auroc(model: Any, x: np.ndarray, y: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    hard = (y >= 0.5).astype(int)
+    if len(x) == 0 or len(set(hard)) < 2:
+        return None
+    return float(roc_auc_score(hard, model.predict_proba(x)[:, 1]))
+
+
+def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any:
+    """Logistic regression on soft targets (see module doc), features standardised."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xx = np.vstack([x, x])
+    yy = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
+    weights = np.concatenate([y, 1.0 - y])
+    keep = weights > 0
+    if len(set(yy[keep])) < 2:
+        raise RedlineError("the labels hold only one class (every step right, or every step wrong); "
+                           "label more problems or use data with planted errors")
+    # balance the classes by total weight, so a mostly-right dataset does not teach 'always right'
+    positive = weights[yy == 1].sum()
+    negative = weights[yy == 0].sum()
+    weights = np.where(yy == 1, weights * (positive + negative) / (2 * positive),
+                       weights * (positive + negative) / (2 * negative))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    model.fit(xx[keep], yy[keep], logisticregression__sample_weight=weights[keep])
+    return model
+
+
+def train(records: Sequence[LabeledSolution], output: str | Path, c: float = 1.0, val_fraction: float = 0.2,
+          seed: int = 0, on_progress: Callable[[int], None] | None = None) -> TrainReport:
+    """Fit the learned verifier on `records` and write it to `output` (one joblib file)."""
+    import joblib
+
+    if not 0 <= val_fraction < 1:
+        raise RedlineError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    t0 = time.perf_counter()
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    n_val = int(len(shuffled) * val_fraction)
+    val, fit_on = shuffled[:n_val], shuffled[n_val:]
+    x, y = _dataset(fit_on, on_progress)
+    if len(x) == 0:
+        raise RedlineError("no labelled steps to train on")
+    model = fit(x, y, c, seed)
+    xv, yv = _dataset(val, (lambda d: on_progress(len(fit_on) + d)) if on_progress else None)
+    report = TrainReport(solutions=len(fit_on), steps=len(y), positive_share=float((y >= 0.5).mean()),
+                         train_auroc=_auroc(model, x, y), val_auroc=_auroc(model, xv, yv),
+                         seconds=time.perf_counter() - t0)
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump({"format": FORMAT, "feature_version": FEATURE_VERSION, "model": model,
+                 "trained_on": report.solutions, "steps": report.steps, "val_auroc": report.val_auroc,
+                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, output)
+    return report

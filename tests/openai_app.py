@@ -1,0 +1,157 @@
+"""A small OpenAI-compatible app serving the embedded model, for tests of the `openai` backend.
+
+Switches on `AppControl` make it misbehave like real servers do: fail the first K requests
+with a status code (500, 429), or ignore `n` (as llama.cpp and Ollama do).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from redline.backends.base import Completion, GenerationRequest
+from redline.backends.local import LocalBackend
+
+
+@dataclass
+class AppControl:
+    fail_first: int = 0
+    fail_status: int = 500
+    ignore_n: bool = False
+    seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def reset(self, **values: Any) -> None:
+        self.fail_first, self.fail_status, self.ignore_n = 0, 500, False
+        self.seen.clear()
+        for k, v in values.items():
+            setattr(self, k, v)
+
+    def paths(self) -> list[str]:
+        return [p for p, _ in self.seen]
+
+
+def _request_from(body: dict[str, Any], ignore_n: bool) -> GenerationRequest:
+    stop = body.get("stop") or ()
+    common = dict(n=1 if ignore_n else int(body.get("n") or 1), temperature=float(body.get("temperature", 1.0)),
+                  top_p=float(body.get("top_p", 1.0)), max_tokens=int(body.get("max_tokens") or 64),
+                  stop=[stop] if isinstance(stop, str) else list(stop), seed=body.get("seed"))
+    if "prompt" in body:
+        return GenerationRequest(prompt=body["prompt"], logprobs=body.get("logprobs"), **common)
+    messages = list(body["messages"])
+    prefix = ""
+    if messages and messages[-1]["role"] == "assistant":  # prefill: continue the final assistant message
+        prefix = messages.pop()["content"]
+    logprobs = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    return GenerationRequest(messages=messages, prefix=prefix, logprobs=logprobs, **common)
+
+
+def _usage(completions: list[Completion]) -> dict[str, int]:
+    prompt = completions[0].prompt_tokens  # billed once per call
+    completion = sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _chat_choice(i: int, c: Completion) -> dict[str, Any]:
+    logprobs = None if c.logprobs is None else {"content": [
+        {"token": t.token, "logprob": t.logprob, "bytes": None,
+         "top_logprobs": [{"token": k, "logprob": v, "bytes": None} for k, v in t.top.items()]}
+        for t in c.logprobs]}
+    return {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason,
+            "logprobs": logprobs}
+
+
+def _text_choice(i: int, c: Completion) -> dict[str, Any]:
+    logprobs = None if c.logprobs is None else {
+        "tokens": [t.token for t in c.logprobs], "token_logprobs": [t.logprob for t in c.logprobs],
+        "top_logprobs": [dict(t.top) for t in c.logprobs], "text_offset": []}
+    return {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": logprobs}
+
+
+def create_app(backend: LocalBackend, control: AppControl) -> FastAPI:
+    app = FastAPI()
+
+    def failure(path: str, body: dict[str, Any]) -> JSONResponse | None:
+        control.seen.append((path, body))
+        if len(control.seen) <= control.fail_first:
+            return JSONResponse({"error": {"message": "injected failure", "type": "server_error"}},
+                                status_code=control.fail_status)
+        return None
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": backend.model, "object": "model", "owned_by": "redline-tests"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        if (failed := failure("/v1/chat/completions", body)) is not None:
+            return failed
+        if body.get("model") != backend.model:
+            return JSONResponse({"error": {"message": f"model {body.get('model')!r} not found"}}, status_code=404)
+        completions = await backend.generate(_request_from(body, control.ignore_n))
+        head = {"id": "chatcmpl-test", "created": int(time.time()), "model": backend.model}
+        if body.get("stream"):
+            return StreamingResponse(_chat_stream(head, completions), media_type="text/event-stream")
+        return {**head, "object": "chat.completion", "usage": _usage(completions),
+                "choices": [_chat_choice(i, c) for i, c in enumerate(completions)]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        body = await request.json()
+        if (failed := failure("/v1/completions", body)) is not None:
+            return failed
+        out = await backend.generate(_request_from(body, control.ignore_n))
+        return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": backend.model,
+                "usage": _usage(out), "choices": [_text_choice(i, c) for i, c in enumerate(out)]}
+
+    return app
+
+
+def _chat_stream(head: dict[str, Any], completions: list[Completion]) -> Iterator[str]:
+    """One content chunk per choice, a finish chunk, a usage chunk, then [DONE]."""
+    for i, c in enumerate(completions):
+        for delta, finish in (({"role": "assistant", "content": c.text}, None), ({}, c.finish_reason)):
+            chunk = {**head, "object": "chat.completion.chunk",
+                     "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+    yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': _usage(completions)})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+@contextmanager
+def serve(backend: LocalBackend, control: AppControl) -> Iterator[str]:
+    """Run the app with uvicorn on a free 127.0.0.1 port in a background thread; yield its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(backend, control), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test OpenAI app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

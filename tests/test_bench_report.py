@@ -1,0 +1,157 @@
+"""Reports: files from a scripted run, report.html rendered in headless Chromium, CLI errors,
+and an end-to-end `redline eval` with the embedded model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from redline.bench.report import write_reports
+from redline.bench.runner import run_eval
+from redline.cli import app
+from redline.types import Problem
+from tests.conftest import scripted_runtime
+
+REDLINE = str(Path(sys.executable).parent / "redline")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+runner = CliRunner()
+
+
+def wrong_unless_revising(request, index):
+    """A first draft adds wrongly; a revision request (it quotes the flagged step) gets it right."""
+    if "2 + 2 = 5" in request.messages[-1]["content"]:
+        return "Step 1: 2 + 2 = 4.\nStep 2: The answer is 4."
+    return "Step 1: 2 + 2 = 5.\nStep 2: The answer is 5."
+
+
+@pytest.fixture()
+async def scripted_run(tmp_path):
+    problems = [Problem(f"What is 2 + 2? (copy {i}) </script><b>bold</b>", "4", id=f"p{i}") for i in range(3)]
+    runtime = scripted_runtime(wrong_unless_revising, max_tokens=32)
+    await run_eval(tmp_path, problems, "cot,stepco:max_iters=1", runtime, concurrency=1)
+    return tmp_path
+
+
+async def test_reports_from_a_scripted_run(scripted_run):
+    data, files = write_reports(scripted_run, prices={"*": {"prompt": 1.0, "completion": 2.0}})
+    names = {f.name for f in files}
+    assert names == {"report.md", "results.csv", "accuracy_vs_tokens.png", "report.html"}
+    cot, stepco = data.summaries
+    assert (cot.accuracy, stepco.accuracy) == (0.0, 1.0)  # StepCo fixed the flagged step, cot kept 5
+    comparison = data.comparisons["stepco:max_iters=1"]
+    assert comparison.diff == 1.0 and comparison.only_strategy == 3 and comparison.p_value == pytest.approx(0.25)
+    with (scripted_run / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 6 and {r["correct"] for r in table if r["strategy"] == "cot"} == {"0"}
+    assert all(r["gold"] == "4" and int(r["total_tokens"]) > 0 for r in table)
+    md = (scripted_run / "report.md").read_text()
+    assert "| stepco:max_iters=1 | 100.0% (3/3) |" in md and "+100.0 [+100.0, +100.0]" in md
+    html = (scripted_run / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 1
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "report.html must not load anything"
+    assert "</script><b>" not in html.split('id="problems-data">')[1].split("</script>")[0]
+
+
+def chromium_dom(path: Path, tmp_path: Path) -> str:
+    if CHROMIUM is None:
+        if os.environ.get("REDLINE_REQUIRE_BROWSER") == "1":
+            pytest.fail("REDLINE_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium); CI sets REDLINE_REQUIRE_BROWSER=1")
+    run = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+         "--virtual-time-budget=5000", "--dump-dom", path.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+@pytest.mark.browser
+async def test_report_html_renders_table_and_trace_in_chromium(scripted_run, tmp_path):
+    write_reports(scripted_run)
+    dom = chromium_dom(scripted_run / "report.html", tmp_path)
+    summary = dom.split('id="summary"')[1].split("</table>")[0]
+    assert "stepco:max_iters=1" in summary and "100.0% (3/3)" in summary
+    # what the script built: the problem list, the first problem's cards, steps, trace and the revision diff
+    assert dom.count('class="prob-row') == 3
+    assert 'data-problem="p0"' in dom and dom.count('class="strategy-card"') == 2
+    assert re.search(r'class="step" title="score [\d.]+" style="border-left-color: rgb\(\d+, \d+, \d+\)', dom)
+    assert 'class="trace-kind">revise</span> flagged step 1' in dom
+    diff = dom.split('<div class="diff">')[1].split("</div>")[0]
+    assert "<del>5.</del>" in diff and "<ins>4.</ins>" in diff
+    assert "3 shown" in dom
+
+
+def write_problems(path: Path) -> Path:
+    rows = [{"question": q, "answer": f"Worked.\n#### {a}"} for q, a in [
+        ("Tom has 3 apples and buys 2 more. How many apples does he have?", 5),
+        ("A box holds 4 pens. How many pens are in 2 boxes?", 8),
+        ("Sara had 10 sweets and ate 3. How many are left?", 7),
+        ("What is 6 plus 7?", 13),
+    ]]
+    lines = [json.dumps(r) for r in rows[:2]] + ["{this line is broken"] + [json.dumps(r) for r in rows[2:]]
+    lines.append(json.dumps({"question": "What is 9 minus 4?", "answer": "#### 5"}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.model
+def test_eval_end_to_end_with_the_embedded_model(local_backend, tmp_path):
+    data = write_problems(tmp_path / "easy.jsonl")
+    out = tmp_path / "runs" / "easy"
+    args = ["eval", "--data", str(data), "--strategies", "cot,sc:n=2", "--max-tokens", "64", "--concurrency", "2",
+            "--out", str(out)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "easy.jsonl:3: invalid JSON" in first.output  # the bad line is reported, with its line number
+    for name in ("results.db", "report.md", "results.csv", "accuracy_vs_tokens.png", "sampling_curves.png",
+                 "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    db = sqlite3.connect(out / "results.db")
+    stored = db.execute("SELECT problem_id, strategy, finished_at, prompt_tokens, completion_tokens, calls, result "
+                        "FROM results ORDER BY problem_id, strategy").fetchall()
+    assert len(stored) == 10 and {s for _, s, *_ in stored} == {"cot", "sc:n=2"}
+    for pid, strategy, _, prompt, completion, calls, result in stored:
+        assert prompt > 0 and 0 < completion <= 64 * (2 if strategy == "sc:n=2" else 1) and calls >= 1
+        full = json.loads(result)
+        assert full["usage_total"]["total_tokens"] == prompt + completion and full["trace"]["kind"] == "solve"
+        if strategy == "sc:n=2":
+            assert len(full["candidates"]) == 2
+    assert "sc:n=2" in first.output and "cot" in first.output  # the summary table
+    md = (out / "report.md").read_text()
+    assert "| sc:n=2 |" in md and "pass@k (coverage)" in md
+
+    again = runner.invoke(app, args)  # resumes: nothing left to solve, rows untouched
+    assert again.exit_code == 0, again.output
+    assert db.execute("SELECT problem_id, strategy, finished_at FROM results ORDER BY problem_id, strategy").fetchall() \
+        == [(p, s, f) for p, s, f, *_ in stored]
+
+    report = runner.invoke(app, ["report", str(out), "--baseline", "sc:n=2"])
+    assert report.exit_code == 0, report.output
+    assert "baseline sc:n=2" in report.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--data", "/no/such.jsonl"], "no such file: /no/such.jsonl"),
+    (["eval", "--data", "DATA", "--strategies", "cot,nope"], "unknown strategy or provider 'nope'"),
+    (["eval", "--data", "DATA", "--strategies", "cot", "--baseline", "sc"], "--baseline 'sc' is not one of"),
+    (["eval", "--data", "DATA", "--prices", "/no/prices.json"], "no such price file"),
+    (["report", "/no/run"], "no eval run here"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    data = write_problems(tmp_path / "d.jsonl")
+    args = [str(data) if a == "DATA" else a for a in args] + (["--out", str(tmp_path / "r")] if args[0] == "eval" else [])
+    run = subprocess.run([REDLINE, *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in run.stderr
