@@ -21,7 +21,7 @@ QUESTIONS = [
 
 @pytest.fixture()
 def runtime(local_backend) -> Runtime:
-    return Runtime(backend=local_backend, max_tokens=64, seed=7)
+    return Runtime(backend=local_backend, max_tokens=48, seed=7)
 
 
 @pytest.mark.parametrize("question", QUESTIONS)
@@ -31,14 +31,14 @@ async def test_cot_solves_end_to_end_and_repeats(runtime, question):
     second = await solver.solve(Problem(question))
     assert first.solution is not None and len(first.solution.steps) >= 1
     usage = first.usage["solve"]
-    assert usage.calls == 1 and usage.prompt_tokens > 20 and 0 < usage.completion_tokens <= 64
+    assert usage.calls == 1 and usage.prompt_tokens > 20 and 0 < usage.completion_tokens <= 48
     assert usage.latency_s > 0
     assert second.solution == first.solution and second.answer == first.answer
     assert second.usage["solve"].total_tokens == usage.total_tokens
 
 
 async def test_sampled_n_is_one_batched_call_and_repeats_with_a_seed(local_backend):
-    request = GenerationRequest(messages=solve_messages(QUESTIONS[0]), n=3, temperature=0.9, max_tokens=24, seed=11)
+    request = GenerationRequest(messages=solve_messages(QUESTIONS[0]), n=3, temperature=0.9, max_tokens=16, seed=11)
     ledger = Ledger(strategy="test")
     with use_ledger(ledger):
         first = await local_backend.generate(request)

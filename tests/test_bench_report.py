@@ -109,7 +109,7 @@ def write_problems(path: Path) -> Path:
 def test_eval_end_to_end_with_the_embedded_model(local_backend, tmp_path):
     data = write_problems(tmp_path / "easy.jsonl")
     out = tmp_path / "runs" / "easy"
-    args = ["eval", "--data", str(data), "--strategies", "cot,sc:n=2", "--max-tokens", "64", "--concurrency", "2",
+    args = ["eval", "--data", str(data), "--strategies", "cot,sc:n=2", "--max-tokens", "40", "--concurrency", "2",
             "--out", str(out)]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -122,7 +122,7 @@ def test_eval_end_to_end_with_the_embedded_model(local_backend, tmp_path):
                         "FROM results ORDER BY problem_id, strategy").fetchall()
     assert len(stored) == 10 and {s for _, s, *_ in stored} == {"cot", "sc:n=2"}
     for pid, strategy, _, prompt, completion, calls, result in stored:
-        assert prompt > 0 and 0 < completion <= 64 * (2 if strategy == "sc:n=2" else 1) and calls >= 1
+        assert prompt > 0 and 0 < completion <= 40 * (2 if strategy == "sc:n=2" else 1) and calls >= 1
         full = json.loads(result)
         assert full["usage_total"]["total_tokens"] == prompt + completion and full["trace"]["kind"] == "solve"
         if strategy == "sc:n=2":

@@ -14,10 +14,11 @@ from tests.conftest import scripted_runtime
 from tests.memory_fixtures import TRAIN, learning_script
 
 
-@pytest.fixture()
-async def store(tmp_path):
-    """TRAIN learned with cot (no step scores), plus a StepCo-like result with a located first error."""
-    store = MemoryStore.open(tmp_path / "memory.db")
+@pytest.fixture(scope="module")
+async def store(tmp_path_factory):
+    """TRAIN learned with cot (no step scores), plus a StepCo-like result with a located first error.
+    Built once: exports only read it."""
+    store = MemoryStore.open(tmp_path_factory.mktemp("export") / "memory.db")
     runtime = scripted_runtime(learning_script, memory_path=store.path)
     learner = Learner(runtime, store, "cot")
     await learner.learn(TRAIN)
@@ -38,8 +39,7 @@ def test_sft_export_is_chat_jsonl_of_verified_correct_solutions(store, tmp_path)
     report = export(store, "sft", tmp_path / "sft.jsonl")
     data = _load(report.path, tmp_path)
     assert data.column_names == ["messages"] and len(data) == report.rows
-    # 2 correct model solutions (Natalia, Lia) + 4 gold worked solutions
-    assert report.rows == 6
+    assert report.rows == 5  # 2 correct model solutions (Natalia, Lia) + 3 gold worked solutions (TRAIN)
     for row in data:
         assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
         assert row["messages"][2]["content"].startswith("Step 1:")
@@ -67,7 +67,7 @@ def test_prm_export_labels_steps_up_to_the_first_error(store, tmp_path):
     negatives = [row for row in data if not all(row["labels"])]
     assert len(negatives) == 1
     assert negatives[0]["labels"] == [True, False] and negatives[0]["completions"][1].endswith("The answer is 12.")
-    assert report.rows == 6 + 1 and report.skipped == 2
+    assert report.rows == 5 + 1 and report.skipped == 2
 
 
 def test_export_refuses_unknown_formats_and_never_leaves_partial_files(store, tmp_path):

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from redline.ledger import Ledger
 from redline.memory.learning import Learner, LearnSettings, problem_key
 from redline.memory.principles import RetirePolicy, clean_principle
 from redline.memory.stepbank import gold_steps
@@ -132,4 +131,3 @@ def test_clean_principle_and_gold_steps():
     assert gold_steps("a = 1\n\nb = 2\n") == ["a = 1", "b = 2"]
     assert gold_steps("Step 1: a\nStep 2: b") == ["Step 1: a", "Step 2: b"]
     assert problem_key(Problem("What  is 2+2?")) == problem_key(Problem("What is 2+2? "))
-    assert isinstance(Ledger().by_phase(), dict)

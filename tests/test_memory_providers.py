@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from redline.errors import RedlineError
 from redline.loop import build_solver
 from redline.memory.learning import Learner, learn_online, problem_key
-from redline.memory.store import MemoryStore
+from redline.memory.store import RUNTIME_KEY, MemoryStore
 from redline.types import Problem
 from redline.verifiers.scripted import ScriptedVerifier
 from tests.conftest import scripted_runtime
@@ -17,14 +19,23 @@ EVAL = Problem("Zorblax the baker sold 36 muffins in June and half as many in Ju
                "How many muffins did Zorblax sell in both months?", "54", "eval-1")
 
 
-@pytest.fixture()
-async def learned(tmp_path):
+@pytest.fixture(scope="module")
+async def learned_once(tmp_path_factory):
     """A store after a learning run on TRAIN: 1 correct, 2 mistakes, 1 principle, banked gold steps."""
-    store = MemoryStore.open(tmp_path / "memory.db")
-    runtime = scripted_runtime(learning_script, memory_path=store.path)
+    path = tmp_path_factory.mktemp("learned") / "memory.db"
+    store = MemoryStore.open(path)
+    runtime = scripted_runtime(learning_script, memory_path=path)
     await Learner(runtime, store, "cot").learn(TRAIN)
-    store.close()
-    return tmp_path / "memory.db"
+    store.close()  # checkpoints the WAL: the .db file alone holds everything
+    return path
+
+
+@pytest.fixture()
+def learned(learned_once, tmp_path):
+    """A private copy of the learned store for one test."""
+    path = tmp_path / "memory.db"
+    shutil.copyfile(learned_once, path)
+    return path
 
 
 def _system_prompts(runtime) -> list[str]:
@@ -94,7 +105,7 @@ async def test_providers_never_write_eval_problems_into_the_memory_they_read(lea
     for spec in ("cot+principles+mistakes+boost:min_similarity=0", "stepco:verifier=scripted+boost+principles"):
         result = await build_solver(spec, runtime).solve(EVAL)
         assert result.answer is not None
-        store = runtime.cached("memory.store", lambda: None)
+        store = runtime.cached(RUNTIME_KEY, lambda: None)
         assert await learn_online(runtime, store, spec, EVAL, result) is None  # off: nothing recorded
     assert MemoryStore.open(learned).counts() == before
     needle = b"Zorblax"

@@ -162,7 +162,7 @@ def test_completions_endpoint_with_a_strategy_and_passthrough(client):
                                               stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in streamed if c.choices) == ANSWER
     assert streamed[-1].usage.total_tokens == response.usage.total_tokens
-    raw = client.completions.create(model="none", prompt="Say something", n=2)
+    raw = client.completions.create(model="scripted", prompt="Say something", n=2)  # the bare model: none
     assert [c.text for c in raw.choices] == [ANSWER, ANSWER]
 
 

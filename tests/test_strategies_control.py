@@ -252,3 +252,20 @@ async def test_adaptive_sampling_stops_once_the_majority_is_confident():
     split, _, _ = setup("adaptive:mode=sample,k=2,max_samples=6", lambda req, i: f"The answer is {i % 2}.")
     result = await split.solve(Q)
     assert result.usage["solve"].calls == 3 and nodes(result.trace, "stop")[0]["reason"] == "max_samples=6 drawn"
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+async def test_solve_output_shows_scores_revisions_candidates_and_usage():
+    from rich.console import Console
+
+    from redline.cli.render import print_result
+
+    solver, _, _ = setup("stepco:verifier=scripted", [WRONG, FIXED])
+    console = Console(record=True, width=200)
+    print_result(await solver.solve(Q), console)
+    text = console.export_text()
+    assert "0.90 Step 2: 6-1=5 apples." in text
+    assert "revision flagged step 2 (score 0.10): 'Step 2: 6-1=4 apples. [s=0.1]' -> 'Step 2: 6-1=5 apples.'" in text
+    assert "revision 1" in text and "stopped because accepted" in text
+    assert "usage by phase" in text and "revise" in text

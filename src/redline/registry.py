@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -99,6 +99,8 @@ def describe_params(entry: Entry[Any]) -> str:
 
 
 def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:  # show the choices: 'prefix|rewrite'
+        return "|".join(map(str, get_args(annotation)))
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from redline.types import Result
@@ -21,12 +22,18 @@ def print_result(result: Result, console: Console) -> None:
     if result.solution is not None:
         for i, step in enumerate(result.solution.steps, 1):
             tag = f"[{score_style(step.score)}]{step.score:.2f}[/]" if step.score is not None else "  - "
-            console.print(f" {tag} {step.text}", highlight=False)
+            console.print(f" {tag} {escape(step.text)}", highlight=False)
     for event in _revisions(result.trace):
-        console.print(f"[magenta]revision[/magenta] {event}", highlight=False)
+        console.print(f"[magenta]revision[/magenta] {escape(event)}", highlight=False)
+    if len(result.candidates) > 1:
+        console.print(candidates_table(result))
+    reason = _stop_reason(result.trace)
+    if reason:
+        console.print(f"[bold]stopped because[/bold] {escape(reason)}", highlight=False)
     if result.stopped:
         console.print(f"[yellow]stopped early:[/yellow] {result.stopped}")
-    console.print(f"[bold]answer:[/bold] {result.answer if result.answer is not None else 'null (no parsable answer)'}")
+    answer = escape(result.answer) if result.answer is not None else 'null (no parsable answer)'
+    console.print(f"[bold]answer:[/bold] {answer}")
     console.print(usage_table(result))
 
 
@@ -38,6 +45,23 @@ def _revisions(trace: dict[str, Any]) -> Iterable[str]:
             score_txt = f" (score {score:.2f})" if isinstance(score, (int, float)) else ""
             yield f"flagged step {step}{score_txt}: {node.get('flagged_text', '')!r} -> {node.get('replacement', '')!r}"
         yield from _revisions(node)
+
+
+def _stop_reason(trace: dict[str, Any]) -> str | None:
+    return next((n.get("reason") for n in trace.get("children", []) if n.get("kind") == "stop"), None)
+
+
+def candidates_table(result: Result) -> Table:
+    """Every candidate the strategy weighed: origin, answer, outcome score, votes; the chosen one marked."""
+    table = Table(title="candidates", show_edge=False)
+    for col in ("", "origin", "answer", "score", "votes", "steps"):
+        table.add_column(col, justify="left" if col in ("origin", "answer") else "right")
+    chosen = result.solution.text if result.solution is not None else None
+    for c in result.candidates:
+        score = f"[{score_style(c.score)}]{c.score:.2f}[/]" if c.score is not None else "-"
+        table.add_row("*" if c.solution.text == chosen else "", c.origin, escape(str(c.solution.answer)), score,
+                      f"{c.votes:g}" if c.votes else "", str(len(c.solution.steps)))
+    return table
 
 
 def usage_table(result: Result) -> Table:

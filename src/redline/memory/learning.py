@@ -21,7 +21,7 @@ from redline.loop import build_solver
 from redline.memory import principles as leap
 from redline.memory.mistakes import MistakeDraft, mistakes_in
 from redline.memory.stepbank import bank_embeddings, gold_steps, verified_flags
-from redline.memory.store import MemoryStore
+from redline.memory.store import RUNTIME_KEY, MemoryStore
 from redline.runtime import Runtime
 from redline.text import answers_equal, parse_gold
 from redline.types import Problem, Result, Usage
@@ -88,6 +88,7 @@ class Learner:
         self.runtime = runtime
         self.store = store
         self.settings = settings or LearnSettings()
+        runtime.cached(RUNTIME_KEY, lambda: store)  # providers in the strategy read this same store
         self.solver = build_solver(strategy, runtime)
         self.ledger = Ledger(strategy=f"learn:{self.solver.spec}")
         self.report = LearnReport()

@@ -17,7 +17,7 @@ from redline.embeddings import embed
 from redline.memory import principles as leap
 from redline.memory.mistakes import pair_view
 from redline.memory.stepbank import retrieve_steps
-from redline.memory.store import MemoryStore
+from redline.memory.store import RUNTIME_KEY, MemoryStore
 from redline.registry import PROVIDERS, Params
 from redline.runtime import Runtime
 from redline.strategies.base import SolveContext
@@ -31,7 +31,7 @@ RETRIEVE_PHASE = "retrieve"
 
 def open_memory(runtime: Runtime) -> MemoryStore:
     """The runtime's store, opened once; reading needs an existing store (a typo'd path is an error)."""
-    return runtime.cached("memory.store", lambda: MemoryStore.open(runtime.memory_path, create=runtime.learn_online))
+    return runtime.cached(RUNTIME_KEY, lambda: MemoryStore.open(runtime.memory_path, create=runtime.learn_online))
 
 
 async def _embed_one(text: str) -> np.ndarray:

@@ -28,6 +28,7 @@ DEFAULT_MEMORY_PATH = Path("~/.redline/memory.db")
 SQLITE_HEADER = b"SQLite format 3\x00"
 MIGRATIONS_TABLE = "_redline_migrations"
 BUSY_TIMEOUT_S = 60.0
+RUNTIME_KEY = "memory.store"  # where a Runtime caches its open store (runtime.cached)
 
 
 class MemoryStoreError(RedlineError):

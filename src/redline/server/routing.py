@@ -2,7 +2,8 @@
 
 `model` is "<strategy spec>/<backend model>", split at the first '/' outside parentheses
 (`bon:n=8/Qwen/Qwen2.5-7B-Instruct` -> `bon:n=8` on `Qwen/Qwen2.5-7B-Instruct`). A model
-without '/' is a strategy on the server's backend model. With `extra_body={"redline":
+without '/' is a strategy on the server's backend model, or, when it names the served model,
+pass-through (so plain clients and chained servers work unchanged). With `extra_body={"redline":
 {"strategy": ..., "params": ...}}` the strategy comes from there and `model` is the backend
 model. The strategy `none` passes the request through to the backend unchanged.
 """
@@ -59,7 +60,7 @@ def resolve_route(model: str, options: RedlineOptions | None, runtime: Runtime) 
     if backend_model and backend_model not in served_models(runtime):
         raise APIError(400, f"model {backend_model!r} is not served here; use '<strategy>/<model>' with model "
                             f"one of: {', '.join(served_models(runtime))}", "model", "model_not_found")
-    if spec.strip() == PASSTHROUGH:
+    if spec.strip() == PASSTHROUGH or (not backend_model and spec in served_models(runtime)):
         return Route(None, PASSTHROUGH)
     components = parse_pipeline(spec, is_component_name)
     unknown = [c.name for c in components if not is_component_name(c.name)]

@@ -22,7 +22,8 @@ from redline.strategies.base import SolveContext, candidate_dict
 from redline.strategies.generation import sample_solutions
 from redline.strategies.revision import flag_steps, revise_from
 from redline.strategies.scoring import propose_all, score_all
-from redline.strategies.voting import AnswerGroup, agreement, one_vote, score_vote, tally, votes_dict, winner
+from redline.strategies.voting import (AnswerGroup, agreement, one_vote, score_vote, tally, votes_dict, winner,
+                                      with_group_votes)
 from redline.types import Candidate, Problem, Result
 from redline.verifiers.base import Aggregation
 
@@ -127,6 +128,7 @@ class Adaptive:
         chosen = winner(groups)
         ctx.trace.child("vote", votes=votes_dict(groups), chosen=chosen.solution.answer if chosen else None)
         ctx.trace.child("stop", reason=stop)
+        candidates = with_group_votes(candidates, groups)
         if chosen is None:
             return ctx.finish(problem, candidates[0].solution if candidates else None, candidates)
         return ctx.finish(problem, chosen.solution, candidates)

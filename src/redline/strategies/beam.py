@@ -19,7 +19,7 @@ from redline.runtime import Runtime
 from redline.strategies.base import SolveContext, candidate_dict
 from redline.strategies.generation import is_final, next_steps, refine_step
 from redline.strategies.scoring import score_all
-from redline.strategies.voting import score_vote, tally, votes_dict, winner
+from redline.strategies.voting import score_vote, tally, votes_dict, winner, with_group_votes
 from redline.text import join_steps
 from redline.types import Candidate, Problem, Result, Solution
 from redline.verifiers.base import Aggregation
@@ -77,7 +77,12 @@ class BeamSearch:
                 stop = "every beam finished"
                 break
         pool = pool or unfinished
-        chosen = self.choose(pool, ctx)
+        chosen = None
+        if p.finish == "weighted":
+            groups = tally(pool, weight=score_vote)
+            ctx.trace.child("vote", weighted=True, votes=votes_dict(groups))
+            pool, chosen = with_group_votes(pool, groups), winner(groups)
+        chosen = chosen or max(pool, key=lambda c: c.score or 0.0, default=None)
         ctx.trace.child("stop", reason=stop, finished=len(pool))
         return ctx.finish(problem, chosen.solution if chosen else None, pool)
 
@@ -96,14 +101,6 @@ class BeamSearch:
                 text = await refine_step(ctx, problem, prefix, draft.text)
                 out.append(Extension(prefix + [text], draft.done or is_final(text)))
         return out
-
-    def choose(self, pool: list[Candidate], ctx: SolveContext) -> Candidate | None:
-        if self.params.finish == "weighted":
-            groups = tally(pool, weight=score_vote)
-            ctx.trace.child("vote", weighted=True, votes=votes_dict(groups))
-            if groups:
-                return winner(groups)
-        return max(pool, key=lambda c: c.score or 0.0, default=None)
 
 
 @STRATEGIES.register("beam", BeamParams, "step-level beam search: keep the top N/M verifier-scored prefixes")

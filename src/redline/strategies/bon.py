@@ -13,7 +13,7 @@ from redline.runtime import Runtime
 from redline.strategies.base import SolveContext, candidate_dict
 from redline.strategies.generation import sample_solutions
 from redline.strategies.scoring import score_all
-from redline.strategies.voting import score_vote, tally, votes_dict, winner
+from redline.strategies.voting import score_vote, tally, votes_dict, winner, with_group_votes
 from redline.types import Candidate, Problem, Result
 from redline.verifiers.base import Aggregation
 
@@ -38,15 +38,16 @@ class BestOfN:
         candidates = await score_all(ctx, self.verifier, problem, solutions, p.agg)
         for c in candidates:
             ctx.trace.child("scored", **candidate_dict(c))
-        chosen = self.choose(candidates, ctx)
-        return ctx.finish(problem, chosen.solution if chosen else None, candidates)
-
-    def choose(self, candidates: list[Candidate], ctx: SolveContext) -> Candidate | None:
         if self.params.mode == "weighted":
             groups = tally(candidates, weight=score_vote)
             ctx.trace.child("vote", weighted=True, votes=votes_dict(groups))
-            if groups:
-                return winner(groups)
+            candidates = with_group_votes(candidates, groups)
+            chosen = winner(groups) or self.best(candidates, ctx)
+        else:
+            chosen = self.best(candidates, ctx)
+        return ctx.finish(problem, chosen.solution if chosen else None, candidates)
+
+    def best(self, candidates: list[Candidate], ctx: SolveContext) -> Candidate | None:
         best = max(candidates, key=lambda c: c.score or 0.0, default=None)
         ctx.trace.child("select", how="highest outcome score", answer=best.solution.answer if best else None,
                         score=best.score if best else None)

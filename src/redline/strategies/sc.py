@@ -12,7 +12,7 @@ from redline.runtime import Runtime
 from redline.strategies.base import SolveContext, candidate_dict
 from redline.strategies.generation import sample_solutions
 from redline.strategies.scoring import propose_all, score_all
-from redline.strategies.voting import tally, votes_dict, winner
+from redline.strategies.voting import tally, votes_dict, winner, with_group_votes
 from redline.types import Problem, Result
 from redline.verifiers.base import Aggregation
 
@@ -41,10 +41,11 @@ class SelfConsistency:
         groups = tally(candidates, tie_break_by_score=self.verifier is not None)
         chosen = winner(groups)
         ctx.trace.child("vote", votes=votes_dict(groups), chosen=groups[0].answer if groups else None)
+        candidates = with_group_votes(candidates, groups)
         if chosen is None:
             return ctx.finish(problem, candidates[0].solution if candidates else None, candidates)
         ctx.propose(chosen)
-        return ctx.finish(problem, chosen.solution, candidates, answer=chosen.solution.answer)
+        return ctx.finish(problem, chosen.solution, candidates)
 
 
 @STRATEGIES.register("sc", SelfConsistencyParams, "self-consistency: majority vote over equivalent answers")

@@ -83,3 +83,9 @@ def votes_dict(groups: Sequence[AnswerGroup]) -> list[dict[str, object]]:
     """Trace form of a tally."""
     return [{"answer": g.answer, "votes": g.votes, "count": len(g.members),
              "best_score": g.best.score} for g in groups]
+
+
+def with_group_votes(candidates: Sequence[Candidate], groups: Sequence[AnswerGroup]) -> list[Candidate]:
+    """The candidates, in order, each carrying the votes its answer group got (for display and traces)."""
+    votes = {id(m): g.votes for g in groups for m in g.members}
+    return [replace(c, votes=votes.get(id(c), 0.0)) for c in candidates]

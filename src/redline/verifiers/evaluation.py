@@ -143,3 +143,29 @@ async def evaluate(verifier: Any, records: Sequence[LabeledSolution], threshold:
     with use_ledger(ledger):
         judged = await asyncio.gather(*(judge(r) for r in records))
     return summarise(name or verifier.name, judged, threshold, time.perf_counter() - t0, ledger, skipped)
+
+
+TABLE_HEADER = ("verifier", "slice", "n", "exact", "early", "late", "missed", "step AUROC")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def table_rows(report: EvalReport) -> list[list[str]]:
+    """Rows under TABLE_HEADER: the ProcessBench summary, then one row per error kind."""
+    erroneous = sum(f.n for k, f in report.by_kind.items() if k != "correct")
+    rows = [[report.verifier, "F1 (errors x correct)", str(report.n), _pct(report.f1), "", "", "",
+             "-" if report.auroc is None else f"{report.auroc:.3f}"],
+            [report.verifier, "erroneous: first error", str(erroneous), _pct(report.error_accuracy), "", "", "", ""]]
+    for kind, f in report.by_kind.items():
+        rows.append([report.verifier, f"kind={kind}", str(f.n), _pct(f.accuracy), _pct(f.early), _pct(f.late),
+                     _pct(f.missed), "-" if f.auroc is None else f"{f.auroc:.3f}"])
+    return rows
+
+
+def markdown_table(reports: Sequence[EvalReport]) -> str:
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    for report in reports:
+        lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    return "\n".join(lines)
