@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # model-load progress bars would bury the figures
+
 from redline.backends import create_backend
 from redline.bench.datasets import load_problems
 from redline.memory.learning import Learner, LearnSettings

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from scipy.stats import binomtest
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # model-load progress bars would bury the figures
+
 from redline.backends import create_backend
 from redline.bench.datasets import load_problems
 from redline.loop import build_solver

@@ -1,7 +1,7 @@
 """Every strategy on the same easy GSM8K problems, embedded model, same seeds.
 
-Easy = the worked solution has at most `--max-steps` calculator annotations (`<<a*b=c>>`),
-i.e. one- and two-step problems, taken in file order. Prints per strategy: accuracy with a
+Easy = the worked solution has at most `--max-steps` lines (GSM8K writes one calculation per
+line), i.e. one- and two-step problems, taken in file order. Prints per strategy: accuracy with a
 95% Wilson interval, mean tokens and calls per problem, mean wall time, and redline's own
 overhead: wall time spent outside backend and verifier calls, as a share of wall time.
 The default set puts StepCo, best-of-N and self-consistency at the same sample budget
@@ -112,7 +112,7 @@ class Row:
 
 
 def easy_problems(path: Path, limit: int, max_steps: int) -> list[Problem]:
-    return [p for p in load_problems(path) if 1 <= (p.solution or "").count("<<") <= max_steps][:limit]
+    return [p for p in load_problems(path) if 1 <= len((p.solution or "").splitlines()) <= max_steps][:limit]
 
 
 async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, console: Console) -> list[Row]:
@@ -142,7 +142,7 @@ def report(rows: list[Row], console: Console) -> None:
                       f"{s['ci95'][0]:.1%}-{s['ci95'][1]:.1%}", f"{s['mean_tokens']:.0f}", f"{s['mean_calls']:.1f}",
                       f"{s['mean_wall_s']:.1f}", f"{s['overhead_pct']:.2f}")
     console.print(table)
-    wall = sum(r.wall_s for r in rows)
+    wall = sum(r.wall_s for r in rows) or float("nan")
     console.print(f"redline overhead over all runs: {100 * (wall - sum(r.busy_s for r in rows)) / wall:.2f}% of "
                   f"{wall:.0f}s wall time (target < 5%)")
 
@@ -151,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA, help="GSM8K-style JSONL (question, answer with ####)")
     ap.add_argument("--limit", type=int, default=100, help="number of easy problems")
-    ap.add_argument("--max-steps", type=int, default=2, help="most calculator annotations in an easy solution")
+    ap.add_argument("--max-steps", type=int, default=2, help="most lines in an easy worked solution")
     ap.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="comma-separated strategy specs")
     ap.add_argument("--max-tokens", type=int, default=192, help="generation limit per call")
     ap.add_argument("--seed", type=int, default=0)

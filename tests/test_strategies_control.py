@@ -191,6 +191,39 @@ async def test_beam_stops_at_the_depth_limit():
     assert len(result.solution.steps) == 3
 
 
+class MarkingStepProvider:
+    """A step-level provider (like BoostStep) that tags each step it rewrites."""
+
+    name, step_level = "marker", True
+
+    async def guidance(self, problem, ctx) -> str:
+        return "Use whole numbers."
+
+    async def refine_step(self, problem, prior_steps, draft, ctx) -> str:
+        return draft + " (checked)"
+
+
+async def test_beam_passes_extended_steps_through_step_level_providers():
+    solver, backend, _ = setup("beam:n=2,width=2,verifier=scripted", beam_script)
+    solver.providers.append(MarkingStepProvider())
+    result = await solver.solve(Q)
+    assert all(step.text.endswith("(checked)") for step in result.solution.steps)
+    assert backend.requests[2].prefix.startswith("Step 1: ") and "(checked)\n\nStep 2:" in backend.requests[2].prefix
+    assert "Use whole numbers." in backend.requests[0].messages[0]["content"]
+
+
+class GuidanceProvider(MarkingStepProvider):
+    name, step_level = "guide", False
+
+
+async def test_revision_prompts_keep_the_providers_guidance():
+    solver, backend, _ = setup("stepco:verifier=scripted,revise=rewrite", [WRONG, FIXED])
+    solver.providers.append(GuidanceProvider())
+    await solver.solve(Q)
+    revise_requests = [r for r in backend.requests if "probably wrong" in r.messages[-1]["content"]]
+    assert revise_requests and all("Use whole numbers." in r.messages[0]["content"] for r in revise_requests)
+
+
 # --- refine ------------------------------------------------------------------------------
 
 def refine_script(request, i: int) -> str:

@@ -26,7 +26,7 @@ PROBLEM = Problem("Sam has 3 bags with 4 apples each. How many apples does he ha
 
 @pytest.fixture(scope="module")
 def runtime(local_backend):
-    return Runtime(backend=local_backend, max_tokens=64, seed=0)
+    return Runtime(backend=local_backend, max_tokens=48, seed=0)
 
 
 @pytest.mark.model

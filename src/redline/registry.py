@@ -94,7 +94,8 @@ def describe_params(entry: Entry[Any]) -> str:
     fields = entry.params.model_fields
     if not fields:
         return f"{entry.name!r} takes no parameters"
-    parts = [f"{k} ({_type_name(f.annotation)}, default {f.default!r})" for k, f in fields.items()]
+    parts = [f"{k} ({_type_name(f.annotation)}, {'required' if f.is_required() else f'default {f.default!r}'})"
+             for k, f in fields.items()]
     return f"valid parameters of {entry.name!r}: " + ", ".join(parts)
 
 

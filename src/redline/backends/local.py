@@ -70,12 +70,12 @@ def load_model(model: str = DEFAULT_MODEL) -> LoadedModel:
         if key in _LOADED:
             return _LOADED[key]
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's bar ignores hf_logging; tqdm reads
+        import torch                                # this when first imported, so set it before the imports
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's bar ignores hf_logging
         device = "cuda" if torch.cuda.is_available() else "cpu"
         kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)

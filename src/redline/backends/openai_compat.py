@@ -137,8 +137,9 @@ class OpenAIBackend:
         return [c for batch in batches for c in batch[:1]]
 
     async def _request(self, request: GenerationRequest, n: int, seed: int | None) -> list[Completion]:
-        common: dict[str, Any] = dict(model=self.model, n=n, temperature=request.temperature, top_p=request.top_p,
-                                      max_tokens=request.max_tokens, stop=list(request.stop) or None, seed=seed)
+        fields = dict(model=self.model, n=n, temperature=request.temperature, top_p=request.top_p,
+                      max_tokens=request.max_tokens, stop=list(request.stop) or None, seed=seed)
+        common: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}  # unset, not null
         t0 = time.perf_counter()
         if request.prompt is not None:
             if request.logprobs is not None:

@@ -125,6 +125,9 @@ class Learner:
         status = "ungradable" if correct is None else ("correct" if correct else "wrong")
         added = 0
         with self.store.transaction():
+            if self.store.has_problem(problem_key(problem)):  # another learn process recorded it meanwhile
+                self.report.counts["skipped"] += 1
+                return Outcome(problem, "skipped", result.answer)
             pid = self.store.add_problem(problem_key(problem), problem.question, problem.answer, problem.solution,
                                          gradable, self.settings.task, vectors[0], problem.id)
             solution = result.solution

@@ -65,14 +65,15 @@ class BeamSearch:
                                      origin=f"beam depth {depth + 1}", propose=False)
             ranked = sorted(zip(scored, extensions), key=lambda ce: ce[0].score or 0.0, reverse=True)
             finished = [c for c, e in ranked if e.done]
-            unfinished = [c for c, e in ranked if not e.done][: self.keep]
+            kept = [(c, e) for c, e in ranked if not e.done][: self.keep]
+            unfinished = [c for c, _ in kept]
             for c in finished:
                 ctx.propose(c)
             pool += finished
             ctx.trace.child("depth", depth=depth + 1, finished=[candidate_dict(c) for c in finished],
                             kept=[candidate_dict(c) for c in unfinished],
                             dropped=len(ranked) - len(finished) - len(unfinished))
-            active = [c.solution.step_texts for c in unfinished]
+            active = [e.steps for _, e in kept]
             if not active:
                 stop = "every beam finished"
                 break

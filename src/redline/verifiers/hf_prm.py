@@ -79,11 +79,11 @@ def detect_format(config: Any, tokenizer: Any) -> str:
 
 
 def load_prm(params: HfPrmParams) -> LoadedPrm:
+    source = _resolve(params.path)  # before the slow imports, so a bad path fails fast
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification, \
         AutoTokenizer
 
-    source = _resolve(params.path)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device
     if device == "cuda" and not torch.cuda.is_available():
         raise RedlineError("hf-prm: device=cuda asked for, but no GPU is available")

@@ -114,7 +114,16 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    """Append one record and flush, so an interrupted run keeps every finished record."""
+    """Append one record and flush, so an interrupted run keeps every finished record.
+
+    A torn last line (a run killed mid-write) is closed first, so it stays one bad line
+    instead of swallowing the new record.
+    """
+    torn = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write(("\n" if torn else "") + json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()

@@ -12,12 +12,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from redline.errors import RedlineError
-from redline.verifiers.learned import FEATURE_VERSION, FORMAT, step_features
+from redline.verifiers.learned import FEATURE_VERSION, FORMAT, batch_features
 from redline.verifiers.records import LabeledSolution
 
 
@@ -31,20 +31,14 @@ class TrainReport:
     seconds: float
 
 
-def _dataset(records: Sequence[LabeledSolution],
-             on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    rows, targets = [], []
-    for done, record in enumerate(records, 1):
-        pairs = record.step_targets()
-        if pairs:
-            features = step_features(record.question, record.steps)
-            for i, target in pairs:
-                rows.append(features[i])
-                targets.append(target)
-        if on_progress is not None:
-            on_progress(done)
-    if not rows:
+def _dataset(records: Sequence[LabeledSolution]) -> tuple[np.ndarray, np.ndarray]:
+    labelled = [(r, r.step_targets()) for r in records]
+    labelled = [(r, pairs) for r, pairs in labelled if pairs]
+    if not labelled:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0)
+    features = batch_features([(r.question, r.steps) for r, _ in labelled])
+    rows = [f[i] for f, (_, pairs) in zip(features, labelled) for i, _ in pairs]
+    targets = [t for _, pairs in labelled for _, t in pairs]
     return np.vstack(rows), np.asarray(targets, dtype=np.float64)
 
 
@@ -67,9 +61,6 @@ def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any:
     yy = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
     weights = np.concatenate([y, 1.0 - y])
     keep = weights > 0
-    if len(set(yy[keep])) < 2:
-        raise RedlineError("the labels hold only one class (every step right, or every step wrong); "
-                           "label more problems or use data with planted errors")
     # balance the classes by total weight, so a mostly-right dataset does not teach 'always right'
     positive = weights[yy == 1].sum()
     negative = weights[yy == 0].sum()
@@ -81,7 +72,7 @@ def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any:
 
 
 def train(records: Sequence[LabeledSolution], output: str | Path, c: float = 1.0, val_fraction: float = 0.2,
-          seed: int = 0, on_progress: Callable[[int], None] | None = None) -> TrainReport:
+          seed: int = 0) -> TrainReport:
     """Fit the learned verifier on `records` and write it to `output` (one joblib file)."""
     import joblib
 
@@ -92,11 +83,15 @@ def train(records: Sequence[LabeledSolution], output: str | Path, c: float = 1.0
     random.Random(seed).shuffle(shuffled)
     n_val = int(len(shuffled) * val_fraction)
     val, fit_on = shuffled[:n_val], shuffled[n_val:]
-    x, y = _dataset(fit_on, on_progress)
-    if len(x) == 0:
+    targets = {t for r in fit_on for _, t in r.step_targets()}
+    if not targets:
         raise RedlineError("no labelled steps to train on")
+    if targets <= {0.0} or targets <= {1.0}:
+        raise RedlineError("the labels hold only one class (every step right, or every step wrong); "
+                           "label more problems or use data with planted errors")
+    x, y = _dataset(fit_on)
     model = fit(x, y, c, seed)
-    xv, yv = _dataset(val, (lambda d: on_progress(len(fit_on) + d)) if on_progress else None)
+    xv, yv = _dataset(val)
     report = TrainReport(solutions=len(fit_on), steps=len(y), positive_share=float((y >= 0.5).mean()),
                          train_auroc=_auroc(model, x, y), val_auroc=_auroc(model, xv, yv),
                          seconds=time.perf_counter() - t0)

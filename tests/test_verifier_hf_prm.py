@@ -1,0 +1,145 @@
+"""hf-prm with tiny randomly initialised models of both published shapes, built here (no download)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from redline.errors import RedlineError  # noqa: E402
+from redline.verifiers.hf_prm import MATH_SHEPHERD_TAG, QWEN_SEPARATOR, build_input  # noqa: E402
+from tests.conftest import scripted_runtime  # noqa: E402
+
+WORDS = ["[UNK]", "[PAD]", "<s>", MATH_SHEPHERD_TAG, "+", "-", "=", "*", ".", ":", "step", "the", "answer", "is",
+         "2", "3", "4", "5", "6", "12", "what", "?", "system", "user", "assistant", "please", "reason", "by",
+         "and", "put", "your", "final", "within", "boxed", "{", "}", "\\", ",", "<", ">", "|", "/"]
+QUESTION = "what is 2 * 3 ?"
+STEPS = ["step 1 : 2 * 3 = 6", "step 2 : 6 + 6 = 12", "the answer is 12 ."]
+
+
+def tiny_tokenizer(extra_special=(), words=WORDS):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>")
+    if extra_special:
+        tok.add_special_tokens({"additional_special_tokens": list(extra_special)})
+    return tok
+
+
+@pytest.fixture(scope="module")
+def math_shepherd_dir(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("math-shepherd")
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def qwen_prm_dir(tmp_path_factory):
+    from transformers import Qwen2Config, Qwen2ForTokenClassification
+
+    path = tmp_path_factory.mktemp("qwen-prm")
+    tok = tiny_tokenizer([QWEN_SEPARATOR, "<|im_start|>", "<|im_end|>"])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}")
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, num_labels=2,
+                         architectures=["Qwen2ForTokenClassification"])
+    Qwen2ForTokenClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def reference_math_shepherd(path, question, steps):
+    """The Math-Shepherd reference recipe: P('+') against P('-') at every tag token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    text = f"{question} " + "\n".join(f"{s} {MATH_SHEPHERD_TAG}" for s in steps)
+    ids = tok(text, return_tensors="pt")["input_ids"]
+    good, bad = tok.encode("+ -", add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(ids).logits[0][:, [good, bad]]
+    probs = logits.softmax(-1)[:, 0]
+    return probs[ids[0] == tok.convert_tokens_to_ids(MATH_SHEPHERD_TAG)].tolist()
+
+
+def reference_qwen(path, question, steps):
+    """The Qwen2.5-Math-PRM reference recipe: softmax of the 2-class head at every <extra_0>."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForTokenClassification.from_pretrained(path)
+    text, _ = build_input("qwen-prm", tok, question, steps)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits[0]
+    return logits.softmax(-1)[:, 1][ids[0] == tok.convert_tokens_to_ids(QWEN_SEPARATOR)].tolist()
+
+
+@pytest.mark.parametrize("fixture, reference", [("math_shepherd_dir", reference_math_shepherd),
+                                                ("qwen_prm_dir", reference_qwen)])
+async def test_one_score_per_step_in_order_matching_the_reference(request, fixture, reference):
+    path = request.getfixturevalue(fixture)
+    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{path}")  # format auto-detected
+    assert verifier.loaded.format == ("math-shepherd" if fixture == "math_shepherd_dir" else "qwen-prm")
+    assert verifier.loaded.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    scores = await verifier.score(QUESTION, STEPS)
+    expected = reference(path, QUESTION, STEPS)
+    assert len(scores) == len(STEPS) == len(expected)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert len(set(round(s, 6) for s in scores)) > 1  # random weights still tell the steps apart
+    # a reordered solution is scored in its own order
+    reordered = await verifier.score(QUESTION, STEPS[::-1])
+    assert reordered == pytest.approx(reference(path, QUESTION, STEPS[::-1]), abs=1e-5)
+
+
+@pytest.mark.parametrize("fixture, tag", [("math_shepherd_dir", MATH_SHEPHERD_TAG), ("qwen_prm_dir", QWEN_SEPARATOR)])
+async def test_tag_text_inside_steps_is_sanitised(request, fixture, tag):
+    path = request.getfixturevalue(fixture)
+    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{path}")
+    tricky = [f"step 1 : 2 * 3 = 6 {tag} {tag}", f"{tag} 6 + 6 = 12", "the answer is 12 ."]
+    clean = ["step 1 : 2 * 3 = 6", "6 + 6 = 12", "the answer is 12 ."]
+    scores = await verifier.score(f"{QUESTION} {tag}", tricky)
+    assert len(scores) == 3
+    assert scores == pytest.approx(await verifier.score(QUESTION, clean), abs=1e-5)
+
+
+async def test_empty_and_very_long_steps_get_scores(math_shepherd_dir):
+    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{math_shepherd_dir},max_length=64")
+    with pytest.warns(UserWarning, match="max_length=64"):
+        scores = await verifier.score(QUESTION, ["", "2 " * 500, "the answer is 12 ."])
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[2] == 0.5  # cut off by max_length: neutral
+    assert await verifier.score(QUESTION, []) == []
+
+
+def test_missing_model_and_unknown_format_are_clear_errors(tmp_path):
+    runtime = scripted_runtime(["unused"])
+    with pytest.raises(RedlineError, match="no model at"):
+        runtime.verifier(f"hf-prm:{tmp_path / 'nope'}")
+    with pytest.raises(RedlineError, match="has no config.json"):
+        runtime.verifier(f"hf-prm:{tmp_path}")
+    plain = tmp_path / "plain"
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer(words=[w for w in WORDS if w != MATH_SHEPHERD_TAG])
+    LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(plain)
+    tok.save_pretrained(plain)
+    with pytest.raises(RedlineError, match="cannot tell the model's format"):
+        runtime.verifier(f"hf-prm:{plain}")

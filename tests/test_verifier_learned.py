@@ -1,0 +1,103 @@
+"""The learned verifier: MC labelling (resumable), training on labels, scoring through a spec."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from redline.errors import RedlineError
+from redline.types import Problem
+from redline.verifiers.learned import LearnedVerifier
+from redline.verifiers.mc_labels import LabelSettings, label_problems
+from redline.verifiers.planted import plant_file
+from redline.verifiers.records import LabeledSolution, read_labeled
+from redline.verifiers.training import train
+from tests.conftest import scripted_runtime
+from tests.verifier_fixtures import write_gsm8k
+
+SOLUTION = "Step 1: 2 + 2 = 4\n\nStep 2: 4 * 3 = 12\n\nStep 3: The answer is 12."
+
+
+def scripted_solver(request, index):
+    """A whole solution without a prefix; rollouts after step 1 are right half the time, after step 2 always."""
+    if not request.prefix:
+        return SOLUTION
+    if request.prefix.rstrip().endswith("2 + 2 = 4"):
+        return "Step 2: 4 * 3 = 12. The answer is 12." if index % 2 else "Step 2: 4 * 2 = 8. The answer is 8."
+    return "Step 3: The answer is 12."
+
+
+async def test_mc_labels_are_rollout_fractions_and_the_run_resumes(tmp_path):
+    runtime = scripted_runtime(scripted_solver, max_tokens=64)
+    out = tmp_path / "labels.jsonl"
+    problems = [Problem("What is (2 + 2) * 3?", "12", id="p1")]
+    settings = LabelSettings(k=4, temperature=0.7, max_tokens=64)
+    assert await label_problems(runtime, problems, out, settings) == (1, 0)
+    record = json.loads(out.read_text())
+    assert record["id"] == "p1" and len(record["steps"]) == 3
+    assert record["step_labels"] == [0.5, 1.0, 1.0]
+    requests = runtime.backend.inner.requests
+    calls_before = len(requests)
+    assert [r.n for r in requests[:1]] == [1] and {r.n for r in requests[1:]} == {4}
+
+    with out.open("a") as f:
+        f.write("{half a line")  # an interrupted write: ignored, never fatal
+    more = problems + [Problem("And (2 + 2) * 3 again?", "11", id="p2")]
+    assert await label_problems(runtime, more, out, settings) == (1, 1)
+    assert len(requests) - calls_before == calls_before  # only p2 was labelled
+    result = read_labeled(out)
+    assert [r.id for r in result.records] == ["p1", "p2"] and len(result.bad_lines) == 1
+    assert result.records[1].step_labels[-1] == 0.0  # p2's gold is 11: the final answer is wrong
+
+
+@pytest.mark.model
+async def test_mc_labels_with_the_real_model(local_runtime, tmp_path):
+    out = tmp_path / "labels.jsonl"
+    problem = Problem("Tom has 3 apples and buys 2 more. How many apples does he have?", "5", id="tom")
+    settings = LabelSettings(k=2, temperature=0.8, max_tokens=32, max_steps=2)
+    await label_problems(local_runtime, [problem], out, settings)
+    record = json.loads(out.read_text())
+    assert 1 <= len(record["steps"]) <= 2 and len(record["step_labels"]) == len(record["steps"])
+    assert all(x in (0.0, 0.5, 1.0) for x in record["step_labels"])
+    assert record["calls"] == len(record["steps"])  # one solution call, then one n=2 call per non-final step
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("learned")
+    records = [r for r in plant_file(write_gsm8k(tmp / "gsm.jsonl", repeat=6), 36, seed=2)
+               if isinstance(r, LabeledSolution)]
+    path = tmp / "prm.joblib"
+    report = train(records, path, val_fraction=0.25)
+    return path, records, report
+
+
+async def test_trained_model_scores_through_its_spec(trained):
+    path, records, report = trained
+    assert report.steps > 0 and report.train_auroc is not None and report.train_auroc > 0.8
+    runtime = scripted_runtime(["unused"])
+    verifier = runtime.verifier(f"learned:{path}")
+    assert isinstance(verifier, LearnedVerifier)
+    assert scripted_runtime(["unused"]).verifier(f"learned:{path}") is not verifier
+    slips = [r for r in records if r.kind == "arith"]
+    wrong, right = [], []
+    for r in slips:
+        scores = await verifier.score(r.question, list(r.steps))
+        assert len(scores) == len(r.steps) and all(0.0 <= s <= 1.0 for s in scores)
+        wrong.append(scores[r.label])
+        right += scores[: r.label]
+    assert sum(wrong) / len(wrong) < sum(right) / max(len(right), 1)
+    assert await verifier.score("q", []) == []
+    odd = await verifier.score("q", ["", "7 " * 20_000])
+    assert len(odd) == 2 and all(0.0 <= s <= 1.0 for s in odd)
+
+
+def test_missing_or_foreign_model_files_are_clear_errors(tmp_path):
+    runtime = scripted_runtime(["unused"])
+    with pytest.raises(RedlineError, match="no learned verifier at .*train one with"):
+        runtime.verifier(f"learned:{tmp_path / 'nope.joblib'}")
+    foreign = tmp_path / "foreign.joblib"
+    foreign.write_text("not a model")
+    with pytest.raises(RedlineError, match="is not a learned verifier file"):
+        runtime.verifier(f"learned:{foreign}")
