@@ -77,6 +77,9 @@ def test_as_number_and_parse_gold():
     assert as_number("abc") is None and as_number(None) is None
     assert parse_gold("72") and parse_gold("x+1")
     assert not parse_gold("") and not parse_gold(None)
+    assert parse_gold("\\frac{1}{2}") and parse_gold("A") and parse_gold("\\pi") and parse_gold("$15")
+    for prose in ("a dog", "N/A", "none", "???", "\\text{}"):
+        assert not parse_gold(prose), prose
 
 
 def test_equivalence_from_worker_threads():

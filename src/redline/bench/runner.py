@@ -110,6 +110,14 @@ def _resumed_tallies(store: ResultStore, keys: list[str], problems: Sequence[Pro
     return tallies
 
 
+async def _learn_from(runtime: Runtime, key: str, problem: Problem, result: Any) -> None:
+    """`--learn-online`: the graded result also goes to the memory store the providers read."""
+    from redline.memory.learning import learn_online
+    from redline.memory.providers import open_memory
+
+    await learn_online(runtime, open_memory(runtime), key, problem, result)
+
+
 async def _worker(pending: Iterator[tuple[Problem, str]], solvers: dict[str, Solver], store: ResultStore,
                   runtime: Runtime, tallies: dict[str, Tally], on_update: OnUpdate | None) -> None:
     for problem, key in pending:  # a shared generator: each pair goes to exactly one worker
@@ -122,6 +130,8 @@ async def _worker(pending: Iterator[tuple[Problem, str]], solvers: dict[str, Sol
         else:
             graded = grade(result, problem.answer)
             store.write(key, result, graded, runtime.backend.model)
+            if runtime.learn_online:
+                await _learn_from(runtime, key, problem, result)
             tally.add(graded.correct, result.total.total_tokens)
         if on_update:
             on_update(key, tally)

@@ -35,6 +35,7 @@ def eval_command(
     baseline: BaselineOpt = None,
     prices: PricesOpt = None,
     html_problems: HtmlProblemsOpt = 200,
+    learn_online: Annotated[bool, typer.Option("--learn-online", help="Also record each graded result in the memory store (--memory). Off by default: an eval never writes to the memory it reads.")] = False,
 ) -> None:
     """Run strategies side by side on a dataset; results go to a SQLite store as they finish, then reports."""
     from redline.bench.datasets import read_dataset
@@ -51,6 +52,7 @@ def eval_command(
     _print_skipped(loaded.skipped)
     run_dir = out_dir or Path("runs") / Path(data.removeprefix("hf:")).stem.replace(":", "-")
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
+    runtime.learn_online = learn_online
     console.print(f"eval of {len(loaded.problems)} problems ({loaded.preset}) x {len(keys)} strategies "
                   f"on {runtime.backend.name}:{runtime.backend.model} -> {run_dir}")
     settings = {"data": data, "baseline": (baseline or keys[0]).replace(" ", ""), "prices": price_table}

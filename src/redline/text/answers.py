@@ -143,15 +143,24 @@ def answers_equal(a: str | None, b: str | None) -> bool:
 
 
 def parse_gold(answer: str | None) -> bool:
-    """Whether a gold answer is usable for grading (numeric, or parsed by math-verify)."""
+    """Whether a gold answer is usable for grading: numeric, or a math expression math-verify parses.
+
+    Prose ('a dog', 'N/A', 'none') is not: math-verify would read it as a product of symbols.
+    """
     if answer is None or not answer.strip():
         return False
     if as_number(answer) is not None:
         return True
+    if _PROSE.fullmatch(answer.strip()):
+        return False
     from math_verify import parse
 
     try:
         on_main = threading.current_thread() is threading.main_thread()
-        return bool(parse(_wrap(answer), parsing_timeout=5 if on_main else None))
+        parsed = parse(_wrap(answer), parsing_timeout=5 if on_main else None)
     except Exception:
         return False
+    return any(not isinstance(p, str) for p in parsed)
+
+
+_PROSE = re.compile(r"[A-Za-z]{2,}(?:[\s/.'-]+[A-Za-z]+)*|[A-Za-z](?:[\s/.'-]+[A-Za-z]+)+|[^\w\\]+")
