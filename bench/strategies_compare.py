@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from rich.console import Console
+os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's progress bar
+
+from rich.console import Console  # noqa: E402
 from rich.table import Table
 
 from redline.backends import create_backend
@@ -128,7 +131,7 @@ async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, 
             row.correct.append(answers_equal(result.answer, problem.answer))
             row.tokens.append(result.total.total_tokens)
             row.calls.append(result.total.calls)
-        console.print(f"{solver.spec}: {sum(row.correct)}/{len(problems)} in {row.wall_s:.0f}s", highlight=False)
+        console.print(json.dumps(row.summary()), highlight=False)  # survives a later interruption
         rows.append(row)
     return rows
 

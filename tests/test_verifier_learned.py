@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from typer.testing import CliRunner
 
+from redline.cli import app
 from redline.errors import RedlineError
 from redline.types import Problem
 from redline.verifiers.learned import LearnedVerifier
@@ -52,15 +54,21 @@ async def test_mc_labels_are_rollout_fractions_and_the_run_resumes(tmp_path):
 
 
 @pytest.mark.model
-async def test_mc_labels_with_the_real_model(local_runtime, tmp_path):
+def test_label_command_with_the_real_model_resumes(local_backend, tmp_path):
+    data = write_gsm8k(tmp_path / "gsm.jsonl")
     out = tmp_path / "labels.jsonl"
-    problem = Problem("Tom has 3 apples and buys 2 more. How many apples does he have?", "5", id="tom")
-    settings = LabelSettings(k=2, temperature=0.8, max_tokens=32, max_steps=2)
-    await label_problems(local_runtime, [problem], out, settings)
+    args = ["verifier", "label", "--data", str(data), "--limit", "1", "-k", "2", "--max-tokens", "32",
+            "--max-steps", "2", "-o", str(out)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
     record = json.loads(out.read_text())
-    assert 1 <= len(record["steps"]) <= 2 and len(record["step_labels"]) == len(record["steps"])
+    assert record["answer"] == "72" and 1 <= len(record["steps"]) <= 2
+    assert len(record["step_labels"]) == len(record["steps"])
     assert all(x in (0.0, 0.5, 1.0) for x in record["step_labels"])
     assert record["calls"] == len(record["steps"])  # one solution call, then one n=2 call per non-final step
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "labelled 0 problems (1 already in" in again.output
+    assert len(out.read_text().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
