@@ -71,3 +71,14 @@ async def test_logprobs_when_asked(local_backend):
         assert token.logprob == pytest.approx(max(token.top.values()), abs=1e-5)  # greedy takes the top token
     [plain] = await local_backend.generate(GenerationRequest(prompt="2 + 2 =", max_tokens=6))
     assert plain.logprobs is None and plain.text == c.text
+
+
+async def test_greedy_n_generates_once_and_bills_once(local_backend):
+    request = GenerationRequest(messages=solve_messages(QUESTIONS[1]), n=3, temperature=0.0, max_tokens=12)
+    ledger = Ledger(strategy="test")
+    with use_ledger(ledger):
+        completions = await local_backend.generate(request)
+        [single] = await local_backend.generate(GenerationRequest(**{**request.__dict__, "n": 1}))
+    assert [c.text for c in completions] == [single.text] * 3
+    assert ledger.records[0].completion_tokens == ledger.records[1].completion_tokens == single.completion_tokens
+    assert ledger.records[0].prompt_tokens == single.prompt_tokens

@@ -12,7 +12,7 @@ import importlib.util
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ class LocalBackend:
         gen_kwargs: dict[str, Any] = dict(
             max_new_tokens=request.max_tokens,
             do_sample=sample,
-            num_return_sequences=request.n,
+            num_return_sequences=request.n if sample else 1,
             pad_token_id=lm.tokenizer.pad_token_id,
             return_dict_in_generate=True,
             output_logits=request.logprobs is not None,
@@ -148,7 +148,12 @@ class LocalBackend:
             with torch.inference_mode():
                 out = lm.model.generate(**inputs, **gen_kwargs)
             latency = time.perf_counter() - t0
-        return self._to_completions(out, prompt_len, request, latency)
+        completions = self._to_completions(out, prompt_len, request, latency)
+        if not sample and request.n > 1:
+            # Greedy decoding gives n identical texts: generate once, bill once, hand out copies.
+            copy = replace(completions[0], prompt_tokens=0, completion_tokens=0, latency_s=0.0)
+            completions += [copy] * (request.n - 1)
+        return completions
 
     def _to_completions(self, out: Any, prompt_len: int, request: GenerationRequest,
                         latency: float) -> list[Completion]:
@@ -166,7 +171,7 @@ class LocalBackend:
                 finish_reason="stop" if (hit_eos or hit_stop) else "length",
                 prompt_tokens=prompt_len,
                 completion_tokens=n_tokens,
-                latency_s=latency / request.n,
+                latency_s=latency / len(out.sequences),
                 logprobs=logprobs,
             ))
         return completions
