@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from redline.backends.base import Completion, GenerationRequest
 from redline.backends.local import LocalBackend
+from redline.server.background import serve_in_thread
 
 
 @dataclass
@@ -128,26 +128,9 @@ def _chat_stream(head: dict[str, Any], completions: list[Completion]) -> Iterato
 
 @contextmanager
 def serve(backend: LocalBackend, control: AppControl) -> Iterator[str]:
-    """Run the app with uvicorn on a free 127.0.0.1 port in a background thread; yield its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(backend, control), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test OpenAI app did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """Run the app on a free 127.0.0.1 port in a background thread; yield its base URL."""
+    with serve_in_thread(create_app(backend, control)) as url:
+        yield f"{url}/v1"
 
 
 def closed_port() -> int:

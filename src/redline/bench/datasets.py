@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from redline.errors import RedlineError
+from redline.jsonl import iter_jsonl_objects
 from redline.types import Problem
 
 PRESETS = ("gsm8k", "qwen", "math500", "generic")
@@ -150,16 +151,8 @@ Row = tuple[str, "Mapping[str, Any] | str"]  # (position label, row or the reaso
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"{path.name}:{number}", f"invalid JSON ({e.msg})"
-                continue
-            yield f"{path.name}:{number}", row if isinstance(row, dict) else "not a JSON object"
+    for number, row in iter_jsonl_objects(path):
+        yield f"{path.name}:{number}", row
 
 
 def _json_rows(path: Path, split: str | None) -> Iterator[Row]:

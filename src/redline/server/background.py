@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import uvicorn
 
@@ -17,13 +17,20 @@ from redline.server.settings import ServerSettings
 
 @contextlib.contextmanager
 def running_server(runtime: Runtime, settings: ServerSettings | None = None) -> Iterator[str]:
-    """Yield the base URL ('http://127.0.0.1:PORT') of a live server; stop it afterwards."""
+    """Yield the base URL ('http://127.0.0.1:PORT') of a live redline server; stop it afterwards."""
+    with serve_in_thread(create_app(runtime, settings)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Run any ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
     # proto=IPPROTO_TCP makes asyncio set TCP_NODELAY on accepted connections (no 40 ms Nagle stalls)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(runtime, settings), log_level="warning", access_log=False,
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -31,7 +38,7 @@ def running_server(runtime: Runtime, settings: ServerSettings | None = None) -> 
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
+            raise RuntimeError("the background server did not start")
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from redline.jsonl import iter_jsonl_objects
 from redline.ledger import Ledger, use_ledger
 from redline.runtime import Runtime
 from redline.strategies.base import SolveContext
 from redline.strategies.generation import sample_solutions
 from redline.text import answers_equal
 from redline.types import Problem
-from redline.verifiers.records import append_jsonl, iter_jsonl_objects
+from redline.verifiers.records import append_jsonl
 
 
 @dataclass(frozen=True)

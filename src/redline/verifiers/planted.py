@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Iterator
 
 from redline.errors import RedlineError
+from redline.jsonl import iter_jsonl_objects
 from redline.verifiers.arith import evaluate
-from redline.verifiers.records import LabeledSolution, iter_jsonl_objects
+from redline.verifiers.records import LabeledSolution
 
 KINDS = ("arith", "operator")
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>(\$?)(-?\d[\d,]*(?:\.\d+)?)?")

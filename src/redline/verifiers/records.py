@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from redline.errors import RedlineError
+from redline.jsonl import iter_jsonl_objects
 
 
 @dataclass(frozen=True)
@@ -97,20 +98,6 @@ def read_labeled(path: str | Path) -> ReadResult:
         detail = f"; line {bad[0][0]}: {bad[0][1]}" if bad else ""
         raise RedlineError(f"{path}: no usable labelled solutions{detail}")
     return ReadResult(records, bad)
-
-
-def iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, object or the reason the line is unreadable) for each non-blank line."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield number, f"invalid JSON ({e.msg})"
-                continue
-            yield number, row if isinstance(row, dict) else "not a JSON object"
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
