@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/redline solve "$(QUESTION)"
+	$(BIN)/redline solve "$(QUESTION)" --strategy "stepco:max_iters=1" --max-tokens 160
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
