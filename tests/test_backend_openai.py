@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from redline.backends import GenerationRequest
+from redline.backends import GenerationRequest, LedgeredBackend
 from redline.backends.openai_compat import OpenAIBackend, normalise_base_url, split_tokens
 from redline.errors import BackendError
 from redline.ledger import Ledger, use_ledger
@@ -132,10 +132,12 @@ async def test_passthrough_plain_and_streamed_are_recorded(backend, control):
     body = {"model": "ignored", "messages": QUESTION + [{"role": "assistant", "content": "5"},
                                                       {"role": "user", "content": "And 3 + 4?"}],
             "max_tokens": 8, "temperature": 0}
+    ledgered = LedgeredBackend(backend)  # the wrapper records pass-through calls, as it does generate calls
+    assert ledgered.supports_passthrough
     ledger = Ledger(strategy="passthrough")
     with use_ledger(ledger):
-        data = await backend.passthrough(body)
-        chunks = [c async for c in backend.passthrough_stream({**body, "stream_options": {"include_usage": True}})]
+        data = await ledgered.passthrough(body)
+        chunks = [c async for c in ledgered.passthrough_stream({**body, "stream_options": {"include_usage": True}})]
     assert control.seen[0][1]["model"] == backend.model and len(control.seen[0][1]["messages"]) == 3
     text = data["choices"][0]["message"]["content"]
     streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
 
 from redline.ledger import CallRecord, current_ledger, current_phase
 
@@ -71,26 +71,52 @@ class LedgeredBackend:
         self.name = inner.name
         self.model = inner.model
 
+    @property
+    def supports_passthrough(self) -> bool:
+        """Whether the inner backend takes raw chat-completions bodies (openai, scripted)."""
+        return hasattr(self.inner, "passthrough")
+
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        ledger = current_ledger()
-        ledger.check_budget()
+        current_ledger().check_budget()
         t0 = time.perf_counter()
         completions = await self.inner.generate(request)
-        ledger.record(CallRecord(
-            strategy=ledger.strategy,
-            phase=current_phase(),
-            model=self.model,
-            prompt_tokens=sum(c.prompt_tokens for c in completions),
-            completion_tokens=sum(c.completion_tokens for c in completions),
-            latency_s=time.perf_counter() - t0,
-            n=request.n,
-        ))
+        self._record(sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
+                     t0, request.n)
         return completions
+
+    async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Forward a raw chat-completions body; its reported usage goes to the ledger."""
+        current_ledger().check_budget()
+        t0 = time.perf_counter()
+        data = await self.inner.passthrough(body)  # type: ignore[attr-defined]
+        self._record_usage(data.get("usage") if isinstance(data, dict) else None, t0)
+        return data  # type: ignore[no-any-return]
+
+    async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The streamed form of `passthrough`; usage is recorded from the usage chunk, when sent."""
+        current_ledger().check_budget()
+        t0 = time.perf_counter()
+        usage = None
+        async for chunk in self.inner.passthrough_stream(body):  # type: ignore[attr-defined]
+            if isinstance(chunk, dict) and chunk.get("usage"):
+                usage = chunk["usage"]
+            yield chunk
+        self._record_usage(usage, t0)
+
+    def _record_usage(self, usage: Mapping[str, Any] | None, t0: float) -> None:
+        usage = usage or {}
+        self._record(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), t0)
+
+    def _record(self, prompt_tokens: int, completion_tokens: int, t0: float, n: int = 1) -> None:
+        ledger = current_ledger()
+        ledger.record(CallRecord(strategy=ledger.strategy, phase=current_phase(), model=self.model,
+                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                 latency_s=time.perf_counter() - t0, n=n))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def __getattr__(self, item: str) -> Any:  # backend-specific extras, e.g. pass-through
+    def __getattr__(self, item: str) -> Any:  # backend-specific extras, e.g. load()
         return getattr(self.inner, item)
 
 

@@ -31,7 +31,6 @@ import openai
 
 from redline.backends.base import Completion, GenerationRequest, TokenLogprob
 from redline.errors import BackendError
-from redline.ledger import CallRecord, current_ledger, current_phase
 
 _PREFILL_EXTRA = {"continue_final_message": True, "add_generation_prompt": False}
 
@@ -180,40 +179,26 @@ class OpenAIBackend:
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST a chat-completions body as-is (tools, multi-turn intact) with this backend's model;
-        return the server's JSON. Its usage is recorded in the current ledger."""
-        t0 = time.perf_counter()
+        return the server's JSON (LedgeredBackend records its usage)."""
         try:
             async with self._limit:
                 data = await self.client.post("/chat/completions", body={**body, "model": self.model},
                                               cast_to=object)
         except openai.APIError as e:
             raise self._error(e) from None
-        self._record(data.get("usage") if isinstance(data, dict) else None, time.perf_counter() - t0)
         return data  # type: ignore[no-any-return]
 
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streamed form of `passthrough`: each server-sent chunk as a dict."""
-        t0 = time.perf_counter()
-        usage = None
         try:
             async with self._limit:
                 stream = await self.client.post("/chat/completions",
                                                 body={**body, "model": self.model, "stream": True},
                                                 cast_to=object, stream=True, stream_cls=openai.AsyncStream[object])
                 async for chunk in stream:
-                    if isinstance(chunk, dict) and chunk.get("usage"):
-                        usage = chunk["usage"]
                     yield chunk  # type: ignore[misc]
         except openai.APIError as e:
             raise self._error(e) from None
-        self._record(usage, time.perf_counter() - t0)
-
-    def _record(self, usage: dict[str, Any] | None, latency: float) -> None:
-        usage = usage or {}
-        current_ledger().record(CallRecord(
-            strategy=current_ledger().strategy, phase=current_phase(), model=self.model,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0), latency_s=latency))
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -9,7 +9,6 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Sequence, Union
 
 from redline.backends.base import Completion, GenerationRequest, truncate_at_stop
-from redline.ledger import CallRecord, current_ledger, current_phase
 
 # A script returns text; for pass-through it may also return a whole chat-completion body (a dict
 # with "choices"), e.g. one whose message carries tool_calls.
@@ -52,21 +51,14 @@ class ScriptedBackend:
         return out
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Answer a chat-completions body as an OpenAI server would; usage goes to the current ledger."""
-        t0 = time.perf_counter()
+        """Answer a chat-completions body as an OpenAI server would, with its usage."""
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.bodies.append(body)
         request = GenerationRequest(messages=list(body.get("messages") or [{"role": "user", "content": ""}]),
                                     n=int(body.get("n") or 1))
         outputs = [self._next(request) for _ in range(request.n)]
-        data = outputs[0] if isinstance(outputs[0], dict) else _chat_body(self.model, outputs, _prompt_words(request))
-        usage = data.get("usage") or {}
-        current_ledger().record(CallRecord(
-            strategy=current_ledger().strategy, phase=current_phase(), model=self.model,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0), latency_s=time.perf_counter() - t0))
-        return data
+        return outputs[0] if isinstance(outputs[0], dict) else _chat_body(self.model, outputs, _prompt_words(request))
 
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streamed form of `passthrough`: a role chunk, one chunk per word or tool call, the

@@ -25,7 +25,7 @@ def forward_body(body: dict[str, Any]) -> dict[str, Any]:
 
 def native(backend: Backend, request: CompletionBase) -> bool:
     """Whether the backend takes chat bodies as they are."""
-    return isinstance(request, ChatRequest) and hasattr(backend, "passthrough")
+    return isinstance(request, ChatRequest) and getattr(backend, "supports_passthrough", False)
 
 
 async def call_native(backend: Any, body: dict[str, Any]) -> dict[str, Any]:
