@@ -4,15 +4,20 @@ mixing strategies and pass-through, streamed and not. Zero 5xx, every response w
 from __future__ import annotations
 
 import asyncio
+import http.client
+import time
 
 import httpx
 import openai
+from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from redline.backends.base import LedgeredBackend
 from redline.backends.scripted import ScriptedBackend
 from redline.runtime import Runtime
 from redline.server import ServerSettings
-from redline.server.background import running_server
+from redline.server.app import create_app
+from redline.server.background import running_server, serve_in_thread
+from redline.server.settings import KEEP_ALIVE_S
 
 ANSWER = "Step 1: 6 * 7 = 42.\nThe answer is 42."
 REQUESTS, CONCURRENCY = 500, 50
@@ -45,10 +50,25 @@ async def test_500_requests_at_concurrency_50_all_well_formed():
                 async with slots:
                     return await one(client, i)
             texts = await asyncio.gather(*(bounded(i) for i in range(REQUESTS)), return_exceptions=True)
-        failures = [t for t in texts if isinstance(t, BaseException)]
+        failures = [(t, t.__cause__) for t in texts if isinstance(t, BaseException)]
         assert failures == []
         assert texts == [ANSWER] * REQUESTS
         metrics = httpx.get(url + "/metrics").text
     statuses = [line for line in metrics.splitlines() if line.startswith("redline_requests_total{")]
     assert sum(float(s.rsplit(" ", 1)[1]) for s in statuses if 'status="200"' in s) == REQUESTS
     assert not any('status="5' in s for s in statuses)
+
+
+def test_the_server_never_closes_an_idle_connection_before_the_client_does():
+    """When both sides expire idle connections after the same time (uvicorn's and httpx's 5 s),
+    a request sent as the server closes fails with a connection error. The server must wait longer."""
+    assert KEEP_ALIVE_S > DEFAULT_CONNECTION_LIMITS.keepalive_expiry
+    app = create_app(Runtime(backend=LedgeredBackend(ScriptedBackend([ANSWER]))))
+    with serve_in_thread(app, keep_alive_s=0.3) as url:  # the setting reaches uvicorn: idle past it, closed
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read()
+        time.sleep(1.0)
+        assert conn.sock.recv(1) == b""  # the server closed the idle connection
+        conn.close()

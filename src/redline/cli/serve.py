@@ -10,6 +10,7 @@ import typer
 
 from redline.cli.common import (BackendOpt, BaseUrlOpt, MaxTokensOpt, MemoryOpt, ModelOpt, SeedOpt, console,
                                 make_runtime)
+from redline.server.settings import KEEP_ALIVE_S
 
 
 def serve(
@@ -28,6 +29,9 @@ def serve(
         min=0, help="Token budget of one strategy request over all its internal calls; 0: unlimited.")] = 100_000,
     max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight; 429 beyond.")] = 64,
     timeout_s: Annotated[float, typer.Option(min=0.1, help="Per-request timeout (504).")] = 300.0,
+    keep_alive_s: Annotated[float, typer.Option(
+        min=1, help="Seconds an idle client connection stays open; keep it above your clients' own "
+                    "idle expiry (httpx, openai SDK: 5 s; Go: 90 s).")] = KEEP_ALIVE_S,
     max_tokens: MaxTokensOpt = 384,
     seed: SeedOpt = 0,
     memory: MemoryOpt = None,
@@ -36,6 +40,7 @@ def serve(
     import uvicorn
 
     from redline.server import ServerSettings, create_app
+    from redline.server.http import uvicorn_config
 
     keys = tuple(api_key or ()) + tuple(k for k in os.environ.get("REDLINE_API_KEYS", "").split(",") if k)
     settings = ServerSettings(api_keys=keys, max_body_bytes=max_body_bytes, max_n=max_n,
@@ -45,7 +50,8 @@ def serve(
     _log_requests_to_stderr()
     console.print(f"serving {runtime.backend.name}:{runtime.backend.model} on http://{host}:{port}/v1 "
                   f"({'with' if keys else 'without'} API keys); model '<strategy>/{runtime.backend.model}'")
-    uvicorn.run(create_app(runtime, settings), host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.Server(uvicorn_config(create_app(runtime, settings), host=host, port=port,
+                                  keep_alive_s=keep_alive_s)).run()
 
 
 def _log_requests_to_stderr() -> None:

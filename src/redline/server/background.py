@@ -12,7 +12,8 @@ import uvicorn
 
 from redline.runtime import Runtime
 from redline.server.app import create_app
-from redline.server.settings import ServerSettings
+from redline.server.http import uvicorn_config
+from redline.server.settings import KEEP_ALIVE_S, ServerSettings
 
 
 @contextlib.contextmanager
@@ -23,16 +24,14 @@ def running_server(runtime: Runtime, settings: ServerSettings | None = None) -> 
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
+def serve_in_thread(app: Any, keep_alive_s: float = KEEP_ALIVE_S) -> Iterator[str]:
     """Run any ASGI app with uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
     # proto=IPPROTO_TCP makes asyncio set TCP_NODELAY on accepted connections (no 40 ms Nagle stalls)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, port=port, keep_alive_s=keep_alive_s, timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
