@@ -72,7 +72,7 @@ def main() -> None:
         if sum(len(s) for _, s in batch) >= args.learned_steps:
             break
     n = sum(len(s) for _, s in batch)
-    learned.score_sync(*batch[0])  # load the embedder outside the timing
+    learned.score_sync(*batch[0])  # import scikit-learn outside the timing
     wall, cpu = rate(n, lambda: [learned.score_sync(q, ss) for q, ss in batch])
     print(f"learned: {n} steps in {len(batch)} solutions  {wall:,.0f} steps/s wall  {cpu:,.0f} steps/s per CPU-second"
           f"  (torch threads {torch.get_num_threads()})")

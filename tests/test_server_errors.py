@@ -115,7 +115,7 @@ def test_token_budget_stops_a_strategy_gracefully():
 
 
 async def test_saturated_server_answers_429_with_retry_after():
-    backend, runtime = scripted(delay_s=1.0)
+    backend, runtime = scripted(delay_s=3.0)  # ample time for the refused request, even on a loaded machine
     with running_server(runtime, ServerSettings(max_concurrency=2)) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             slow = [asyncio.create_task(client.post("/v1/chat/completions", json=CHAT)) for _ in range(2)]
@@ -140,7 +140,7 @@ def test_slow_request_gets_504_and_streams_get_an_error_event():
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_client_disconnect_cancels_the_backend_call(stream):
-    backend, runtime = scripted(delay_s=1.5)
+    backend, runtime = scripted(delay_s=3.0)
     with running_server(runtime) as url:
         with pytest.raises(httpx.ReadTimeout):
             with httpx.stream("POST", url + "/v1/chat/completions", json={**CHAT, "stream": stream},
@@ -151,6 +151,6 @@ def test_client_disconnect_cancels_the_backend_call(stream):
                 httpx.get(url + "/metrics").text:
             assert time.monotonic() < deadline, "the disconnect was not noticed"
             time.sleep(0.05)
-        time.sleep(1.6)  # past the scripted backend's delay: a call that was not cancelled would finish now
+        time.sleep(3.1)  # past the scripted backend's delay: a call that was not cancelled would finish now
         assert backend.requests == []
         assert httpx.get(url + "/health").json()["in_flight"] == 0

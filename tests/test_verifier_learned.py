@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from redline.cli import app
 from redline.errors import RedlineError
 from redline.types import Problem
+from redline.verifiers.features import DENSE_FEATURES, HASHED_FEATURES, dense_features, step_features, text_tokens
 from redline.verifiers.learned import LearnedVerifier
 from redline.verifiers.mc_labels import LabelSettings, label_problems
 from redline.verifiers.planted import plant_file
@@ -109,3 +110,15 @@ def test_missing_or_foreign_model_files_are_clear_errors(tmp_path):
     foreign.write_text("not a model")
     with pytest.raises(RedlineError, match="is not a learned verifier file"):
         runtime.verifier(f"learned:{foreign}")
+
+
+def test_features_pair_question_words_with_step_operators_and_flag_made_up_operands():
+    question = "Natalia sold 48 clips in April, and half as many in May."
+    tokens = text_tokens({"half", "april"}, "Step 1: She sold 48 * 2 = 96 clips in May.")
+    assert {"q:half|*", "clips|*", "sold", "sold_"} - set(tokens) == {"sold_"}
+    assert not any(t.startswith("step") for t in tokens)  # the 'Step k:' marker is not text
+    dense = dense_features(question, ["48 / 2 = 24 clips", "24 + 17 = 41 clips"])
+    assert dense[:, 3].tolist() == [1.0, 0.5]  # 17 appears nowhere before: half the operands grounded
+    assert dense[:, 0].tolist() == [1.0, 1.0] and dense[:, 5].tolist() == [0.0, 1.0]
+    x = step_features(question, ["48 / 2 = 24", "48 + 24 = 72", "The answer is 72."])
+    assert x.shape == (3, HASHED_FEATURES + DENSE_FEATURES)

@@ -63,13 +63,13 @@ def train(
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of solutions held out for validation AUROC.")] = 0.2,
     seed: SeedOpt = 0,
 ) -> None:
-    """Train the learned verifier (MiniLM embeddings + arith signals -> logistic regression)."""
+    """Train the learned verifier (hashed step text + arith signals -> logistic regression)."""
     from redline.verifiers.records import read_labeled
     from redline.verifiers.training import train as train_prm
 
     data = read_labeled(labels)
     _report_bad_lines(labels, data.bad_lines)
-    with console.status(f"embedding and fitting {len(data.records)} solutions ..."):
+    with console.status(f"fitting {len(data.records)} solutions ..."):
         report = train_prm(data.records, output, c=c, val_fraction=val_fraction, seed=seed)
     auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     console.print(f"trained on {report.solutions} solutions / {report.steps} steps "

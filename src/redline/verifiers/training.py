@@ -12,13 +12,17 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from redline.errors import RedlineError
-from redline.verifiers.learned import FEATURE_VERSION, FORMAT, batch_features
+from redline.verifiers.features import FEATURE_VERSION, stack, step_features
+from redline.verifiers.learned import FORMAT
 from redline.verifiers.records import LabeledSolution
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -31,33 +35,34 @@ class TrainReport:
     seconds: float
 
 
-def _dataset(records: Sequence[LabeledSolution]) -> tuple[np.ndarray, np.ndarray]:
-    labelled = [(r, r.step_targets()) for r in records]
-    labelled = [(r, pairs) for r, pairs in labelled if pairs]
-    if not labelled:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0)
-    features = batch_features([(r.question, r.steps) for r, _ in labelled])
-    rows = [f[i] for f, (_, pairs) in zip(features, labelled) for i, _ in pairs]
-    targets = [t for _, pairs in labelled for _, t in pairs]
-    return np.vstack(rows), np.asarray(targets, dtype=np.float64)
+def _dataset(records: Sequence[LabeledSolution]) -> tuple["sp.csr_matrix", np.ndarray]:
+    """One feature row and one target per labelled step."""
+    rows, targets = [], []
+    for record in records:
+        pairs = record.step_targets()
+        if pairs:
+            features = step_features(record.question, record.steps)
+            rows.append(features[[i for i, _ in pairs]])
+            targets += [t for _, t in pairs]
+    return stack(rows), np.asarray(targets, dtype=np.float64)
 
 
-def _auroc(model: Any, x: np.ndarray, y: np.ndarray) -> float | None:
+def _auroc(model: Any, x: "sp.csr_matrix", y: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
     hard = (y >= 0.5).astype(int)
-    if len(x) == 0 or len(set(hard)) < 2:
+    if x.shape[0] == 0 or len(set(hard)) < 2:
         return None
     return float(roc_auc_score(hard, model.predict_proba(x)[:, 1]))
 
 
-def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any:
-    """Logistic regression on soft targets (see module doc), features standardised."""
+def fit(x: "sp.csr_matrix", y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any:
+    """Logistic regression on soft targets (see module doc), features scaled to [-1, 1] (sparsity kept)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import MaxAbsScaler
 
-    xx = np.vstack([x, x])
+    xx = stack([x, x])
     yy = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
     weights = np.concatenate([y, 1.0 - y])
     keep = weights > 0
@@ -66,8 +71,8 @@ def fit(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any:
     negative = weights[yy == 0].sum()
     weights = np.where(yy == 1, weights * (positive + negative) / (2 * positive),
                        weights * (positive + negative) / (2 * negative))
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
-    model.fit(xx[keep], yy[keep], logisticregression__sample_weight=weights[keep])
+    model = make_pipeline(MaxAbsScaler(), LogisticRegression(C=c, max_iter=3000, random_state=seed))
+    model.fit(xx[np.flatnonzero(keep)], yy[keep], logisticregression__sample_weight=weights[keep])
     return model
 
 
