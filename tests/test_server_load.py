@@ -9,7 +9,6 @@ import time
 
 import httpx
 import openai
-from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from redline.backends.base import LedgeredBackend
 from redline.backends.scripted import ScriptedBackend
@@ -62,7 +61,7 @@ async def test_500_requests_at_concurrency_50_all_well_formed():
 def test_the_server_never_closes_an_idle_connection_before_the_client_does():
     """When both sides expire idle connections after the same time (uvicorn's and httpx's 5 s),
     a request sent as the server closes fails with a connection error. The server must wait longer."""
-    assert KEEP_ALIVE_S > DEFAULT_CONNECTION_LIMITS.keepalive_expiry
+    assert KEEP_ALIVE_S > openai.DEFAULT_CONNECTION_LIMITS.keepalive_expiry
     app = create_app(Runtime(backend=LedgeredBackend(ScriptedBackend([ANSWER]))))
     with serve_in_thread(app, keep_alive_s=0.3) as url:  # the setting reaches uvicorn: idle past it, closed
         conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)

@@ -67,8 +67,8 @@ def dense_features(question: str, steps: Sequence[str]) -> np.ndarray:
     seen = set(_numbers(question)) | _COMMON
     rows = []
     for i, step in enumerate(steps):
-        text = step[:20_000]
-        verdict = check_step(text).verdict
+        verdict = check_step(step[:20_000]).verdict
+        text = plain_step(step, 20_000)  # without 'Step k:', whose k is no operand
         operands = _numbers(text.split("=")[0]) if "=" in text else _numbers(text)
         grounded = sum(n in seen for n in operands) / len(operands) if operands else 1.0
         seen.update(_numbers(text))
