@@ -4,7 +4,8 @@ layer + ledger over a raw transformers `generate` with the same settings.
     .venv/bin/python bench/backend_throughput.py [--max-new-tokens 48] [--repeats 3]
 
 Both paths run the same prompt, seed, sampling settings and max_new_tokens, so they generate the
-same tokens. Two overhead figures, both as a share of redline's wall time (target: <= 5 %):
+same tokens, and both run on redline's compute thread: torch work from two threads in one process
+slows both (see `redline.compute`), which would make the comparison measure that, not redline. Two overhead figures, both as a share of redline's wall time (target: <= 5 %):
 - A/B: raw and redline runs alternate and the fastest of each is compared; on a busy machine this
   one is noisy, since other processes slow either side at random;
 - in-call: within the same redline call, ledger latency minus the time spent inside
@@ -25,6 +26,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from redline.backends import GenerationRequest, create_backend  # noqa: E402
 from redline.backends.local import LocalBackend  # noqa: E402
+from redline.compute import run_sync  # noqa: E402
 from redline.ledger import Ledger, use_ledger  # noqa: E402
 from redline.text import solve_messages  # noqa: E402
 
@@ -64,7 +66,7 @@ async def measure(n: int, max_new_tokens: int, repeats: int) -> dict[str, float]
     with use_ledger(ledger):
         for _ in range(repeats):
             t0 = time.perf_counter()
-            raw_tokens = raw_generate(local, request)
+            raw_tokens = run_sync(raw_generate, local, request)
             raw_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             completions = await backend.generate(request)
@@ -88,7 +90,7 @@ async def main() -> None:
     t0 = time.perf_counter()
     backend.load()
     print(f"model load: {time.perf_counter() - t0:.1f} s (once per process, not in any figure below)")
-    raw_generate(backend.inner, GenerationRequest(prompt="warm up", max_tokens=4))
+    run_sync(raw_generate, backend.inner, GenerationRequest(prompt="warm up", max_tokens=4))
     print(f"{'n':>3} {'tokens':>7} {'raw s':>8} {'redline s':>10} {'tokens/s':>9} {'A/B ovh':>8} {'in-call ovh':>12}")
     for n in (1, 8):
         r = await measure(n, args.max_new_tokens, args.repeats)

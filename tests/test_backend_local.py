@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from redline.backends import GenerationRequest
@@ -82,3 +85,22 @@ async def test_greedy_n_generates_once_and_bills_once(local_backend):
     assert [c.text for c in completions] == [single.text] * 3
     assert ledger.records[0].completion_tokens == ledger.records[1].completion_tokens == single.completion_tokens
     assert ledger.records[0].prompt_tokens == single.prompt_tokens
+
+
+async def test_generation_and_embeddings_run_on_the_one_compute_thread(local_backend):
+    """torch from several threads gets slower (one OpenMP team per thread; see redline.compute)."""
+    from redline.embeddings import embed, embedder
+
+    threads: list[str] = []
+    record = lambda module, args: threads.append(threading.current_thread().name)  # noqa: E731
+    hooks = [local_backend.inner.loaded.model.register_forward_pre_hook(record),
+             embedder().register_forward_pre_hook(record)]
+    try:
+        await local_backend.generate(GenerationRequest(prompt="2 + 2 =", max_tokens=2))
+        await asyncio.to_thread(embed, ["from a worker thread"])
+        embed(["from the event loop's thread"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(threads) >= 4  # two generation forwards, at least one per embedding call
+    assert {name.rsplit("_", 1)[0] for name in threads} == {"redline-torch"}

@@ -7,16 +7,15 @@ loaded once per process and shared by every backend instance that names it.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from redline.backends.base import Completion, GenerationRequest, TokenLogprob, truncate_at_stop
+from redline.compute import run_async, run_sync
 from redline.errors import BackendError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -55,38 +54,41 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     device: str
-    lock: threading.Lock
 
 
-_LOADED: dict[str, LoadedModel] = {}
-_LOAD_LOCK = threading.Lock()
+_LOADED: dict[str, LoadedModel] = {}  # only the compute thread reads or writes it
 
 
 def load_model(model: str = DEFAULT_MODEL) -> LoadedModel:
-    """Load (once per process) and return the model and tokenizer for `model`."""
+    """Load (once per process, on the compute thread) and return the model and tokenizer for `model`."""
     directory, gguf = resolve_model_path(model)
-    key = str(directory / (gguf or ""))
-    with _LOAD_LOCK:
-        if key in _LOADED:
-            return _LOADED[key]
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's bar ignores hf_logging; tqdm reads
-        import torch                                # this when first imported, so set it before the imports
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+    return run_sync(_load_once, directory, gguf)
 
-        hf_logging.disable_progress_bar()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32 if device == "cpu" else "auto",
-                                                  **kwargs).to(device)
-        lm.eval()
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        loaded = LoadedModel(lm, tokenizer, device, threading.Lock())
-        _LOADED[key] = loaded
-        return loaded
+
+def _load_once(directory: Path, gguf: str | None) -> LoadedModel:
+    key = str(directory / (gguf or ""))
+    if key not in _LOADED:
+        _LOADED[key] = _load(directory, gguf)
+    return _LOADED[key]
+
+
+def _load(directory: Path, gguf: str | None) -> LoadedModel:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's bar ignores hf_logging; tqdm reads
+    import torch                                # this when first imported, so set it before the imports
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32 if device == "cpu" else "auto",
+                                              **kwargs).to(device)
+    lm.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(lm, tokenizer, device)
 
 
 class LocalBackend:
@@ -117,7 +119,7 @@ class LocalBackend:
         return text + request.prefix
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        return await asyncio.to_thread(self._generate_sync, request)
+        return await run_async(self._generate_sync, request)
 
     def _generate_sync(self, request: GenerationRequest) -> list[Completion]:
         import torch
@@ -141,13 +143,12 @@ class LocalBackend:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         if request.stop:
             gen_kwargs.update(stop_strings=list(request.stop), tokenizer=lm.tokenizer)
-        with lm.lock:
-            t0 = time.perf_counter()
-            if request.seed is not None:
-                torch.manual_seed(request.seed)
-            with torch.inference_mode():
-                out = lm.model.generate(**inputs, **gen_kwargs)
-            latency = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if request.seed is not None:
+            torch.manual_seed(request.seed)
+        with torch.inference_mode():
+            out = lm.model.generate(**inputs, **gen_kwargs)
+        latency = time.perf_counter() - t0
         completions = self._to_completions(out, prompt_len, request, latency)
         if not sample and request.n > 1:
             # Greedy decoding gives n identical texts: generate once, bill once, hand out copies.

@@ -16,7 +16,6 @@ loads once per runtime, on GPU when one is present; `trust_remote_code` is off u
 from __future__ import annotations
 
 import re
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
+from redline.compute import run_async, run_sync
 from redline.errors import RedlineError
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
-from redline.verifiers.base import clamp01, run_in_pool
+from redline.verifiers.base import clamp01
 
 MATH_SHEPHERD_TAG, GOOD, BAD = "ки", "+", "-"
 QWEN_SEPARATOR = "<extra_0>"
@@ -50,7 +50,6 @@ class LoadedPrm:
     tokenizer: Any
     format: str
     device: str
-    lock: threading.Lock
 
 
 def _resolve(path: str) -> str:
@@ -113,7 +112,7 @@ def load_prm(params: HfPrmParams) -> LoadedPrm:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise RedlineError(f"hf-prm: cannot load {params.path!r} as {fmt}: {first}") from None
     model.eval()
-    return LoadedPrm(model, tokenizer, fmt, device, threading.Lock())
+    return LoadedPrm(model, tokenizer, fmt, device)
 
 
 def _clean(text: str, tag: str) -> str:
@@ -179,7 +178,7 @@ class HfPrmVerifier:
         enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=lm.format == "math-shepherd",
                            truncation=True, max_length=self.params.max_length, return_tensors="pt")
         positions = token_positions(enc.pop("offset_mapping")[0].tolist(), chars)
-        with lm.lock, torch.inference_mode():
+        with torch.inference_mode():
             out = lm.model(input_ids=enc["input_ids"].to(lm.device), attention_mask=enc["attention_mask"].to(lm.device))
         logits = (out.logits if hasattr(out, "logits") else out[0])[0].float()
         if lm.format == "math-shepherd":
@@ -193,12 +192,12 @@ class HfPrmVerifier:
         return [self.params.neutral if p is None else clamp01(probs[p]) for p in positions]
 
     async def score(self, question: str, steps: Sequence[str]) -> list[float]:
-        return await run_in_pool(self.score_sync, question, list(steps))
+        return await run_async(self.score_sync, question, list(steps))
 
 
 @VERIFIERS.register("hf-prm", HfPrmParams, "a published PRM via transformers: hf-prm:PATH,format=math-shepherd|qwen-prm",
                     positional=("path",))
 def build_hf_prm(params: HfPrmParams, runtime: Runtime) -> HfPrmVerifier:
     loaded = runtime.cached(f"hf-prm:{params.path}:{params.format}:{params.device}:{params.trust_remote_code}",
-                            lambda: load_prm(params))
+                            lambda: run_sync(load_prm, params))
     return HfPrmVerifier(loaded, params)
