@@ -1,7 +1,7 @@
 """With vs without each memory provider, on problems held apart from the learning run.
 
-1. `learn` on the first --train problems of the data file into a fresh store;
-2. solve --limit other problems (taken from the END of the file, never seen by learning)
+1. `learn` on the first --train easy problems (--max-steps) of the data file into a fresh store;
+2. solve --limit other easy problems (taken from the END of the file, never seen by learning)
    with the base strategy alone and with each provider composed onto it;
 3. print accuracy with a 95% Wilson interval and mean tokens per problem for each spec.
 
@@ -25,7 +25,7 @@ from scipy.stats import binomtest
 os.environ.setdefault("TQDM_DISABLE", "1")  # model-load progress bars would bury the figures
 
 from redline.backends import create_backend
-from redline.bench.datasets import load_problems
+from redline.bench.datasets import easy_problems, load_problems
 from redline.loop import build_solver
 from redline.memory.learning import Learner, LearnSettings, problem_key
 from redline.memory.store import MemoryStore
@@ -35,6 +35,8 @@ from redline.text import answers_equal
 
 async def run(args: argparse.Namespace) -> None:
     problems = load_problems(args.data, "gsm8k")
+    if args.max_steps:
+        problems = easy_problems(problems, args.max_steps)
     train, held = problems[:args.train], problems[-args.limit:]
     assert not {problem_key(p) for p in train} & {problem_key(p) for p in held}, "held-apart sets overlap"
     backend = create_backend("local")
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/gsm8k/train.jsonl")
     parser.add_argument("--train", type=int, default=8, help="problems to learn from (start of the file)")
     parser.add_argument("--limit", type=int, default=5, help="held-apart problems to compare on (end of the file)")
+    parser.add_argument("--max-steps", type=int, default=2,
+                        help="only problems whose worked solution has at most this many lines (0: all)")
     parser.add_argument("--strategy", default="cot")
     parser.add_argument("--providers", nargs="+", default=["principles", "mistakes", "boost"])
     parser.add_argument("--max-tokens", type=int, default=128)

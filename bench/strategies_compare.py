@@ -29,7 +29,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table
 
 from redline.backends import create_backend
-from redline.bench.datasets import load_problems
+from redline.bench.datasets import easy_problems, load_problems
 from redline.bench.metrics import wilson_interval
 from redline.loop import build_solver
 from redline.runtime import Runtime
@@ -114,10 +114,6 @@ class Row:
                 "overhead_pct": 100 * (self.wall_s - self.busy_s) / self.wall_s if self.wall_s else 0.0}
 
 
-def easy_problems(path: Path, limit: int, max_steps: int) -> list[Problem]:
-    return [p for p in load_problems(path) if 1 <= len((p.solution or "").splitlines()) <= max_steps][:limit]
-
-
 async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, console: Console) -> list[Row]:
     rows = []
     for spec in specs:
@@ -162,7 +158,7 @@ def main() -> None:
     args = ap.parse_args()
 
     console = Console()
-    problems = easy_problems(args.data, args.limit, args.max_steps)
+    problems = easy_problems(load_problems(args.data), args.max_steps)[:args.limit]
     clock = BusyClock()
     runtime = TimedRuntime(backend=TimedBackend(create_backend("local"), clock), max_tokens=args.max_tokens,
                            seed=args.seed, clock=clock)

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from redline.bench.datasets import BadRowWarning, DatasetError, load_problems, read_dataset
+from redline.bench.datasets import BadRowWarning, DatasetError, easy_problems, load_problems, read_dataset
 
 
 def write_jsonl(path, rows):
@@ -27,6 +27,18 @@ def test_gsm8k_preset_splits_solution_and_answer(tmp_path):
     assert first.answer == "72" and first.id == "gsm:1"
     assert first.solution == "She sold 48/2 = 24 more.\n48+24 = 72"  # calculator annotations removed
     assert second.answer == "1200" and second.id == "gsm:2"
+
+
+def test_easy_problems_are_those_with_few_worked_lines(tmp_path):
+    path = write_jsonl(tmp_path / "gsm.jsonl", [
+        {"question": "One step?", "answer": "3+4 = <<3+4=7>>7\n#### 7"},
+        {"question": "Three steps?", "answer": "1+1=2\n2+2=4\n4+4=8\n#### 8"},
+        {"question": "Two steps?", "answer": "2*3=6\n6+1=7\n#### 7"},
+        {"question": "No work?", "answer": "#### 5"},
+    ])
+    problems = load_problems(path)
+    assert [p.question for p in easy_problems(problems, 2)] == ["One step?", "Two steps?"]
+    assert [p.question for p in easy_problems(problems, 3)] == ["One step?", "Three steps?", "Two steps?"]
 
 
 def test_qwen_layouts_body_question_and_input_target(tmp_path):

@@ -294,3 +294,9 @@ def load_problems(path: str | Path, format: str = "auto", question_field: str | 
     for row in data.skipped:
         warnings.warn(BadRowWarning(str(row)), stacklevel=2)
     return data.problems
+
+
+def easy_problems(problems: list[Problem], max_steps: int) -> list[Problem]:
+    """Problems whose worked solution has 1 to `max_steps` lines: GSM8K writes one calculation a
+    line, so these are its one- and two-step problems, where a small model's accuracy can move."""
+    return [p for p in problems if 1 <= len((p.solution or "").splitlines()) <= max_steps]
