@@ -119,7 +119,7 @@ async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, 
     for spec in specs:
         solver = build_solver(spec, runtime)
         row = Row(solver.spec)
-        for problem in problems:
+        for done, problem in enumerate(problems, 1):
             busy_before, t0 = runtime.clock.busy_s, time.perf_counter()
             result = await solver.solve(problem)
             row.wall_s += time.perf_counter() - t0
@@ -127,6 +127,9 @@ async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, 
             row.correct.append(answers_equal(result.answer, problem.answer))
             row.tokens.append(result.total.total_tokens)
             row.calls.append(result.total.calls)
+            if done % 10 == 0 and done < len(problems):
+                console.print(f"  {solver.spec}: {done}/{len(problems)}, {sum(row.correct)} correct, "
+                              f"{row.wall_s / done:.1f} s/problem", style="dim", highlight=False)
         console.print(json.dumps(row.summary()), highlight=False)  # survives a later interruption
         rows.append(row)
     return rows
