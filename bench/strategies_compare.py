@@ -129,7 +129,8 @@ async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, 
             row.calls.append(result.total.calls)
             if done % 10 == 0 and done < len(problems):
                 console.print(f"  {solver.spec}: {done}/{len(problems)}, {sum(row.correct)} correct, "
-                              f"{row.wall_s / done:.1f} s/problem", style="dim", highlight=False)
+                              f"{sum(row.tokens) / done:.0f} tokens and {row.wall_s / done:.1f} s per problem",
+                              style="dim", highlight=False)
         console.print(json.dumps(row.summary()), highlight=False)  # survives a later interruption
         rows.append(row)
     return rows
