@@ -5,7 +5,8 @@ line), i.e. one- and two-step problems, taken in file order. Prints per strategy
 95% Wilson interval, mean tokens and calls per problem, mean wall time, and redline's own
 overhead: wall time spent outside backend and verifier calls, as a share of wall time.
 The default set puts StepCo, best-of-N and self-consistency at the same sample budget
-(4 generations each: StepCo's first path plus up to 3 revisions).
+(4 generations each: StepCo's first path plus up to 3 revisions). Each strategy is then compared
+with the first one, paired on the same problems; --out keeps every problem's outcome.
 
     .venv/bin/python bench/strategies_compare.py --limit 100
     .venv/bin/python bench/strategies_compare.py --limit 10 --strategies "cot,stepco:max_iters=3"
@@ -30,7 +31,7 @@ from rich.table import Table
 
 from redline.backends import create_backend
 from redline.bench.datasets import easy_problems, load_problems
-from redline.bench.metrics import wilson_interval
+from redline.bench.metrics import paired_comparison, wilson_interval
 from redline.loop import build_solver
 from redline.runtime import Runtime
 from redline.spec import split_spec_list
@@ -111,7 +112,8 @@ class Row:
         return {"strategy": self.strategy, "problems": n, "correct": k, "accuracy": k / n if n else 0.0,
                 "ci95": [low, high], "mean_tokens": sum(self.tokens) / n if n else 0.0,
                 "mean_calls": sum(self.calls) / n if n else 0.0, "mean_wall_s": self.wall_s / n if n else 0.0,
-                "overhead_pct": 100 * (self.wall_s - self.busy_s) / self.wall_s if self.wall_s else 0.0}
+                "overhead_pct": 100 * (self.wall_s - self.busy_s) / self.wall_s if self.wall_s else 0.0,
+                "correct_by_problem": self.correct}
 
 
 async def run(problems: list[Problem], specs: list[str], runtime: TimedRuntime, console: Console) -> list[Row]:
@@ -148,6 +150,13 @@ def report(rows: list[Row], console: Console) -> None:
     wall = sum(r.wall_s for r in rows) or float("nan")
     console.print(f"redline overhead over all runs: {100 * (wall - sum(r.busy_s for r in rows)) / wall:.2f}% of "
                   f"{wall:.0f}s wall time (target < 5%)")
+    baseline = rows[0]
+    for row in rows[1:]:  # same problems, same seeds: a paired comparison
+        c = paired_comparison(row.strategy, baseline.strategy, row.correct, baseline.correct)
+        if c is not None:
+            console.print(f"{row.strategy} - {baseline.strategy}: {c.diff:+.1%} (paired bootstrap 95% CI "
+                          f"{c.ci[0]:+.1%} to {c.ci[1]:+.1%}; only one right: {c.only_strategy} vs "
+                          f"{c.only_baseline}, McNemar p={c.p_value:.2f})", highlight=False)
 
 
 def main() -> None:
