@@ -22,13 +22,13 @@ _THREAD_NAME = "redline-torch"
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
 
 
-def on_compute_thread() -> bool:
+def _on_compute_thread() -> bool:
     return threading.current_thread().name.startswith(_THREAD_NAME)
 
 
 def run_sync(fn: Callable[..., T], *args: Any) -> T:
     """Run `fn` on the compute thread and wait for it (inline when already there)."""
-    if on_compute_thread():
+    if _on_compute_thread():
         return fn(*args)
     return _EXECUTOR.submit(fn, *args).result()
 
