@@ -5,7 +5,8 @@ layer + ledger over a raw transformers `generate` with the same settings.
 
 Both paths run the same prompt, seed, sampling settings and max_new_tokens, so they generate the
 same tokens, and both run on redline's compute thread: torch work from two threads in one process
-slows both (see `redline.compute`), which would make the comparison measure that, not redline. Two overhead figures, both as a share of redline's wall time (target: <= 5 %):
+slows both (see `redline.compute`), which would make the comparison measure that, not redline.
+Two overhead figures, both as a share of redline's wall time (target: <= 5 %):
 - A/B: raw and redline runs alternate and the fastest of each is compared; on a busy machine this
   one is noisy, since other processes slow either side at random;
 - in-call: within the same redline call, ledger latency minus the time spent inside
