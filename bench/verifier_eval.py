@@ -25,11 +25,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from redline.backends import create_backend  # noqa: E402
 from redline.ledger import Ledger, use_ledger  # noqa: E402
 from redline.runtime import Runtime  # noqa: E402
-from redline.verifiers.evaluation import EvalReport, evaluate, markdown_table  # noqa: E402
-from redline.verifiers.planted import plant_file  # noqa: E402
-from redline.verifiers.records import LabeledSolution  # noqa: E402
+from redline.train.verifier_eval import EvalReport, evaluate, markdown_table  # noqa: E402
+from redline.train.planted import plant_file  # noqa: E402
+from redline.train.records import LabeledSolution  # noqa: E402
 from redline.types import Usage  # noqa: E402
-from redline.verifiers.training import train  # noqa: E402
+from redline.train.learned_trainer import train  # noqa: E402
 
 
 def planted(data: Path, n: int, start: int, path: Path) -> list[LabeledSolution]:

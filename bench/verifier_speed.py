@@ -22,9 +22,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from redline.verifiers.arith import ArithVerifier  # noqa: E402
 from redline.verifiers.learned import load_model_file, LearnedVerifier  # noqa: E402
-from redline.verifiers.planted import plant_file, split_gsm8k  # noqa: E402
-from redline.verifiers.records import LabeledSolution, iter_jsonl_objects  # noqa: E402
-from redline.verifiers.training import train  # noqa: E402
+from redline.train.planted import plant_file, split_gsm8k  # noqa: E402
+from redline.train.records import LabeledSolution, iter_jsonl_objects  # noqa: E402
+from redline.train.learned_trainer import train  # noqa: E402
 
 ANNOTATION = re.compile(r"<<[^<>]*>>")
 

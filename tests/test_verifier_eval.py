@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from redline.cli import app
 from redline.errors import RedlineError
 from redline.verifiers.arith import ArithVerifier, check_step
-from redline.verifiers.evaluation import evaluate, harmonic_mean
-from redline.verifiers.planted import plant_file, split_gsm8k, visible_steps
-from redline.verifiers.records import LabeledSolution, read_labeled
+from redline.train.verifier_eval import evaluate, harmonic_mean
+from redline.train.planted import plant_file, split_gsm8k, visible_steps
+from redline.train.records import LabeledSolution, read_labeled
 from redline.verifiers.scripted import ScriptedVerifier
 from tests.verifier_fixtures import GSM8K_ROWS, write_gsm8k
 

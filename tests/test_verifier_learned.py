@@ -12,10 +12,10 @@ from redline.errors import RedlineError
 from redline.types import Problem
 from redline.verifiers.features import DENSE_FEATURES, HASHED_FEATURES, dense_features, step_features, text_tokens
 from redline.verifiers.learned import LearnedVerifier
-from redline.verifiers.mc_labels import LabelSettings, label_problems
-from redline.verifiers.planted import plant_file
-from redline.verifiers.records import LabeledSolution, read_labeled
-from redline.verifiers.training import train
+from redline.train.mc_labels import LabelSettings, label_problems
+from redline.train.planted import plant_file
+from redline.train.records import LabeledSolution, read_labeled
+from redline.train.learned_trainer import train
 from tests.conftest import scripted_runtime
 from tests.verifier_fixtures import write_gsm8k
 

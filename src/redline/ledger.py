@@ -27,6 +27,11 @@ class CallRecord:
     latency_s: float
     n: int = 1
     at: float = field(default_factory=time.time)
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from a prefix cache
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(1, self.prompt_tokens, self.completion_tokens, self.latency_s, self.cached_prompt_tokens)
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,13 @@ class Ledger:
     def by_phase(self) -> dict[str, Usage]:
         out: dict[str, Usage] = {}
         for r in self.records:
-            out[r.phase] = out.get(r.phase, Usage()) + Usage(1, r.prompt_tokens, r.completion_tokens, r.latency_s)
+            out[r.phase] = out.get(r.phase, Usage()) + r.usage
         return {p: out[p] for p in sorted(out, key=lambda p: (PHASES.index(p) if p in PHASES else 99, p))}
 
     def total(self) -> Usage:
         out = Usage()
         for r in self.records:
-            out = out + Usage(1, r.prompt_tokens, r.completion_tokens, r.latency_s)
+            out = out + r.usage
         return out
 
 

@@ -69,12 +69,18 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token and call counts; adds up with `+`."""
+    """Token and call counts; adds up with `+`. `cached_prompt_tokens` is the part of
+    `prompt_tokens` a prefix cache served (OpenAI's `prompt_tokens_details.cached_tokens`)."""
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    cached_prompt_tokens: int = 0
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -86,6 +92,7 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.latency_s + other.latency_s,
+            self.cached_prompt_tokens + other.cached_prompt_tokens,
         )
 
 

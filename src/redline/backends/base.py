@@ -51,6 +51,7 @@ class Completion:
     completion_tokens: int
     latency_s: float
     logprobs: tuple[TokenLogprob, ...] | None = None
+    cached_tokens: int = 0  # of prompt_tokens, served from a prefix cache (KV cache or the server's)
 
 
 @runtime_checkable
@@ -81,7 +82,7 @@ class LedgeredBackend:
         t0 = time.perf_counter()
         completions = await self.inner.generate(request)
         self._record(sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
-                     t0, request.n)
+                     t0, request.n, sum(c.cached_tokens for c in completions))
         return completions
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -107,11 +108,12 @@ class LedgeredBackend:
         usage = usage or {}
         self._record(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), t0)
 
-    def _record(self, prompt_tokens: int, completion_tokens: int, t0: float, n: int = 1) -> None:
+    def _record(self, prompt_tokens: int, completion_tokens: int, t0: float, n: int = 1,
+                cached_prompt_tokens: int = 0) -> None:
         ledger = current_ledger()
         ledger.record(CallRecord(strategy=ledger.strategy, phase=current_phase(), model=self.model,
                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                 latency_s=time.perf_counter() - t0, n=n))
+                                 latency_s=time.perf_counter() - t0, n=n, cached_prompt_tokens=cached_prompt_tokens))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # Each module exposes register(app); keep this list the only place commands are wired.
-_COMMAND_MODULES = ("solve", "verifier", "eval", "memory", "serve")
+_COMMAND_MODULES = ("solve", "verifier", "eval", "memory", "serve", "train")
 for _name in _COMMAND_MODULES:
     try:
         _module = import_module(f"redline.cli.{_name}")

@@ -38,7 +38,7 @@ def label(
 ) -> None:
     """Math-Shepherd step labels: from each step prefix, k rollouts; label = share reaching the gold answer."""
     from redline.bench.datasets import read_dataset
-    from redline.verifiers.mc_labels import LabelSettings, label_problems
+    from redline.train.mc_labels import LabelSettings, label_problems
 
     loaded = read_dataset(data, limit=limit)
     for row in loaded.skipped:
@@ -64,8 +64,8 @@ def train(
     seed: SeedOpt = 0,
 ) -> None:
     """Train the learned verifier (hashed step text + arith signals -> logistic regression)."""
-    from redline.verifiers.records import read_labeled
-    from redline.verifiers.training import train as train_prm
+    from redline.train.records import read_labeled
+    from redline.train.learned_trainer import train as train_prm
 
     data = read_labeled(labels)
     _report_bad_lines(labels, data.bad_lines)
@@ -95,8 +95,8 @@ def eval_command(
     """ProcessBench figures for a verifier: first-error accuracy, correct accuracy, F1, step AUROC, by error kind."""
     from rich.table import Table
 
-    from redline.verifiers.evaluation import TABLE_HEADER, evaluate, table_rows
-    from redline.verifiers.records import read_labeled
+    from redline.train.verifier_eval import TABLE_HEADER, evaluate, table_rows
+    from redline.train.records import read_labeled
 
     loaded = read_labeled(data)
     _report_bad_lines(data, loaded.bad_lines)
@@ -130,8 +130,8 @@ def plant(
     """Plant one error (a calculation slip or a swapped operation, carried forward) in GSM8K solutions."""
     from collections import Counter
 
-    from redline.verifiers.planted import plant_file
-    from redline.verifiers.records import LabeledSolution
+    from redline.train.planted import plant_file
+    from redline.train.records import LabeledSolution
 
     kinds: Counter[str] = Counter()
     bad: list[tuple[int, str]] = []

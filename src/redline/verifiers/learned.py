@@ -1,4 +1,4 @@
-"""`learned`: a small process reward model the project trains itself (see `training.py`).
+"""`learned`: a small process reward model the project trains itself (see `redline.train.learned_trainer`).
 
 A scikit-learn logistic regression over `features.step_features` (hashed text and arith
 signals) maps each step to P(step correct). One joblib file holds the classifier and the

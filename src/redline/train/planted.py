@@ -29,7 +29,7 @@ from typing import Iterator
 from redline.errors import RedlineError
 from redline.jsonl import iter_jsonl_objects
 from redline.verifiers.arith import evaluate
-from redline.verifiers.records import LabeledSolution
+from redline.train.records import LabeledSolution
 
 KINDS = ("arith", "operator")
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>(\$?)(-?\d[\d,]*(?:\.\d+)?)?")

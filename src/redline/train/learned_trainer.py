@@ -19,7 +19,7 @@ import numpy as np
 from redline.errors import RedlineError
 from redline.verifiers.features import FEATURE_VERSION, stack, step_features
 from redline.verifiers.learned import FORMAT
-from redline.verifiers.records import LabeledSolution
+from redline.train.records import LabeledSolution
 
 if TYPE_CHECKING:
     import scipy.sparse as sp

@@ -19,7 +19,7 @@ from redline.strategies.base import SolveContext
 from redline.strategies.generation import sample_solutions
 from redline.text import answers_equal
 from redline.types import Problem
-from redline.verifiers.records import append_jsonl
+from redline.train.records import append_jsonl
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from redline.ledger import Ledger, use_ledger
 from redline.verifiers.base import first_error
-from redline.verifiers.records import LabeledSolution
+from redline.train.records import LabeledSolution
 
 
 @dataclass(frozen=True)
