@@ -1,13 +1,17 @@
-"""The `verifier eval` table for arith, learned, judge (embedded model) and ensembles on planted errors.
+"""The `verifier eval` tables: planted errors (a), Monte-Carlo labels (b), and the judge before/after calibration.
 
-    .venv/bin/python bench/verifier_eval.py [--data ../shared/data/gsm8k/train.jsonl] [--n 300]
-        [--judge-seconds 600] [--out runs/verifier-bench]
+    .venv/bin/python bench/verifier_eval.py [--data ../shared/data/gsm8k/train.jsonl] [--n 600]
+        [--prm adapters/prm] [--mc dev_mc.jsonl] [--judge-n 20] [--out runs/verifier-bench]
 
-Eval set: `n` planted-error solutions from the first GSM8K lines; the learned verifier is
-trained on 600 planted solutions from line 4000 on (disjoint problems). The judge runs the
-embedded SmolLM2-135M and gets a time budget: it scores solutions in order until the budget
-is spent, and its rows (and the judge ensemble's) say exactly how many solutions that was.
-Writes report.md and one JSON report per verifier under --out.
+(a) `n` planted-error solutions from the first GSM8K lines. The learned verifier is trained on
+600 planted solutions from line 4000 on (disjoint problems; train a PRM from there too:
+`redline verifier plant -n 1200 --start 4000` then `redline train prm`).
+(b) with --mc: step-labelled solutions from `redline verifier label` (e.g. the fixture model's
+own solutions to the first dev problems); step AUROC against labels >= 0.5, and steps/s.
+Verifiers: arith, learned, and with --prm the trained PRM and ensemble:arith+PRM.
+The judge (embedded SmolLM2-135M) scores the first `judge-n` planted solutions raw and with
+`calibrate=reference`: the step AUROC before and after calibration.
+Writes report.md and one JSON report per verifier and set under --out.
 """
 
 from __future__ import annotations
@@ -18,18 +22,32 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from redline.backends import create_backend  # noqa: E402
-from redline.ledger import Ledger, use_ledger  # noqa: E402
 from redline.runtime import Runtime  # noqa: E402
-from redline.train.verifier_eval import EvalReport, evaluate, markdown_table  # noqa: E402
-from redline.train.planted import plant_file  # noqa: E402
-from redline.train.records import LabeledSolution  # noqa: E402
-from redline.types import Usage  # noqa: E402
+from redline.verifiers.ensemble import EnsembleVerifier  # noqa: E402
 from redline.train.learned_trainer import train  # noqa: E402
+from redline.train.planted import plant_file  # noqa: E402
+from redline.train.records import LabeledSolution, read_labeled  # noqa: E402
+from redline.train.verifier_eval import EvalReport, evaluate, markdown_table  # noqa: E402
+
+
+class Memo:
+    """A verifier whose scores are remembered per solution, so the ensemble re-uses the PRM's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name = inner, inner.name
+        self.cache: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+
+    async def score(self, question: str, steps: Sequence[str]) -> list[float]:
+        key = (question, tuple(steps))
+        if key not in self.cache:
+            self.cache[key] = await self.inner.score(question, steps)
+        return self.cache[key]
 
 
 def planted(data: Path, n: int, start: int, path: Path) -> list[LabeledSolution]:
@@ -38,62 +56,66 @@ def planted(data: Path, n: int, start: int, path: Path) -> list[LabeledSolution]
     return records
 
 
-async def judge_within(runtime: Runtime, records: list[LabeledSolution],
-                       seconds: float) -> tuple[list[LabeledSolution], Usage]:
-    """The leading records the judge scores within `seconds` (its per-prefix cache keeps the scores)."""
-    judge = runtime.verifier("judge")
-    deadline = time.perf_counter() + seconds
-    done = []
-    with use_ledger(Ledger("judge-bench")) as ledger:
-        for record in records:
-            if time.perf_counter() > deadline:
-                break
-            await judge.score(record.question, list(record.steps))
-            done.append(record)
-    return done, ledger.total()
+async def table(verifiers: dict[str, Any], records: list[LabeledSolution], label: str,
+                out: Path) -> list[EvalReport]:
+    """One report per verifier (name -> verifier) on `records`, each also written as JSON. An ensemble
+    over a memoised PRM reports the PRM's time: its own pass only reads the PRM's remembered scores."""
+    reports: list[EvalReport] = []
+    for name, verifier in verifiers.items():
+        report = await evaluate(verifier, records, concurrency=1, name=f"{name} [{label}]")
+        if name.startswith("ensemble") and reports:
+            report.seconds += reports[-1].seconds
+        (out / f"{label.replace(' ', '-')}_{name.replace(':', '_').replace('+', '_')}.json").write_text(
+            json.dumps(report.to_dict(), indent=1))
+        print(f"{report.verifier}: {report.steps} steps in {report.seconds:.1f}s", flush=True)
+        reports.append(report)
+    return reports
+
+
+def speed(reports: list[EvalReport]) -> str:
+    return "\n".join(f"- {r.verifier}: {r.n} solutions, {r.steps} steps, {r.seconds:.1f}s "
+                     f"({r.steps / max(r.seconds, 1e-9):.1f} steps/s), {r.calls} model calls, {r.tokens} tokens"
+                     for r in reports)
 
 
 async def run(args: argparse.Namespace) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     eval_set = planted(args.data, args.n, 0, out / "planted_eval.jsonl")
-    train_set = planted(args.data, 600, 4000, out / "planted_train.jsonl")
-    model = out / "prm.joblib"
-    t0 = time.perf_counter()
-    fit = train(train_set, model)
-    print(f"learned: trained on {fit.solutions} solutions / {fit.steps} steps in {time.perf_counter() - t0:.0f}s, "
-          f"validation AUROC {fit.val_auroc}")
+    model = out / "learned.safetensors"
+    fit = train(planted(args.data, 600, 4000, out / "planted_train.jsonl"), model)
+    print(f"learned: trained on {fit.solutions} solutions / {fit.steps} steps, validation AUROC {fit.val_auroc}")
     runtime = Runtime(backend=create_backend("local"), max_tokens=64)
-    reports: list[EvalReport] = []
-    for spec in ("arith", f"learned:{model}", f"ensemble:arith+learned:{model}"):
-        reports.append(await evaluate(runtime.verifier(spec), eval_set, name=spec.replace(str(model), "prm")))
-    t0 = time.perf_counter()
-    judged, usage = await judge_within(runtime, eval_set, args.judge_seconds)
-    judge_seconds = time.perf_counter() - t0
-    print(f"judge: {len(judged)} of {len(eval_set)} solutions in {judge_seconds:.0f}s")
-    for spec in ("judge", "ensemble:arith+judge"):
-        report = await evaluate(runtime.verifier(spec), judged, name=f"{spec} ({len(judged)} sol.)")
-        # the scores came from the timed pass above (cached per prefix), so report its cost
-        report.seconds, report.calls, report.tokens = judge_seconds, usage.calls, usage.total_tokens
-        reports.append(report)
-    for report in reports:
-        (out / f"{report.verifier.split(' ')[0].replace(':', '_').replace('+', '_')}.json").write_text(
-            json.dumps(report.to_dict(), indent=1))
-    speed = "\n".join(f"- {r.verifier}: {r.n} solutions, {r.steps} steps, {r.seconds:.1f}s, {r.calls} model calls, "
-                      f"{r.tokens} tokens" for r in reports)
-    table = markdown_table(reports)
-    (out / "report.md").write_text(f"{table}\n\n{speed}\n")
-    print(table)
-    print(speed)
+
+    def verifiers() -> dict[str, Any]:
+        found = {"arith": runtime.verifier("arith"), "learned": runtime.verifier(f"learned:{model}")}
+        if args.prm:
+            prm = Memo(runtime.verifier(f"hf-prm:{args.prm}"))
+            found |= {"prm": prm, "ensemble:arith+prm": EnsembleVerifier([found["arith"], prm])}
+        return found
+
+    reports = await table(verifiers(), eval_set, "planted", out)
+    if args.mc:
+        reports += await table(verifiers(), read_labeled(args.mc).records, "mc", out)
+    judged = eval_set[: args.judge_n]
+    judges = {spec: runtime.verifier(spec) for spec in ("judge", "judge:calibrate=reference")}
+    reports += await table(judges, judged, f"planted first {len(judged)}", out)
+    text = f"{markdown_table(reports)}\n\n{speed(reports)}\n"
+    (out / "report.md").write_text(text)
+    print(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/gsm8k/train.jsonl"))
-    parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--judge-seconds", type=float, default=600)
+    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--prm", type=Path, default=None, help="a PRM folder from `redline train prm`")
+    parser.add_argument("--mc", type=Path, default=None, help="step-labelled JSONL from `redline verifier label`")
+    parser.add_argument("--judge-n", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("runs/verifier-bench"))
+    started = time.perf_counter()
     asyncio.run(run(parser.parse_args()))
+    print(f"total {time.perf_counter() - started:.0f}s")
 
 
 if __name__ == "__main__":

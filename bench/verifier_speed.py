@@ -1,7 +1,7 @@
 """Scoring speed of the `arith` and `learned` verifiers (targets: >= 10,000 and >= 200 steps/s on CPU).
 
     .venv/bin/python bench/verifier_speed.py [--data ../shared/data/gsm8k/train.jsonl] [--steps 20000]
-        [--learned prm.joblib] [--learned-steps 600] [--threads 1]
+        [--learned prm.safetensors] [--learned-steps 600] [--threads 1]
 
 Steps are the lines of GSM8K worked solutions (annotations stripped). Two rates per verifier:
 wall-clock, and per CPU-second of this process (`time.process_time`), which is what one core
@@ -62,7 +62,7 @@ def main() -> None:
 
     model_path = args.learned
     if model_path is None:
-        model_path = Path(tempfile.mkdtemp()) / "prm.joblib"
+        model_path = Path(tempfile.mkdtemp()) / "prm.safetensors"
         records = [r for r in plant_file(args.data, 300, start=4000) if isinstance(r, LabeledSolution)]
         train(records, model_path)
     learned = LearnedVerifier(load_model_file(model_path))

@@ -1,7 +1,10 @@
 """A small OpenAI-compatible app serving the embedded model, for tests of the `openai` backend.
 
 Switches on `AppControl` make it misbehave like real servers do: fail the first K requests
-with a status code (500, 429), or ignore `n` (as llama.cpp and Ollama do).
+with a status code (500, 429), or ignore `n` (as llama.cpp and Ollama do); or report prompt
+tokens served from a prefix cache (`usage.prompt_tokens_details.cached_tokens`, as vLLM with
+--enable-prompt-tokens-details does). Any backend serves: the embedded model, or the scripted
+one for routing tests.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from typing import Any, Iterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from redline.backends.base import Completion, GenerationRequest
-from redline.backends.local import LocalBackend
+from redline.backends.base import Backend, Completion, GenerationRequest
 from redline.server.background import serve_in_thread
 
 
@@ -26,10 +28,11 @@ class AppControl:
     fail_first: int = 0
     fail_status: int = 500
     ignore_n: bool = False
+    cached_tokens: int = 0  # reported per call, at most the prompt's tokens
     seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def reset(self, **values: Any) -> None:
-        self.fail_first, self.fail_status, self.ignore_n = 0, 500, False
+        self.fail_first, self.fail_status, self.ignore_n, self.cached_tokens = 0, 500, False, 0
         self.seen.clear()
         for k, v in values.items():
             setattr(self, k, v)
@@ -53,10 +56,11 @@ def _request_from(body: dict[str, Any], ignore_n: bool) -> GenerationRequest:
     return GenerationRequest(messages=messages, prefix=prefix, logprobs=logprobs, **common)
 
 
-def _usage(completions: list[Completion]) -> dict[str, int]:
+def _usage(completions: list[Completion], cached: int) -> dict[str, Any]:
     prompt = completions[0].prompt_tokens  # billed once per call
     completion = sum(c.completion_tokens for c in completions)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": min(cached, prompt)}}
 
 
 def _chat_choice(i: int, c: Completion) -> dict[str, Any]:
@@ -75,7 +79,7 @@ def _text_choice(i: int, c: Completion) -> dict[str, Any]:
     return {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": logprobs}
 
 
-def create_app(backend: LocalBackend, control: AppControl) -> FastAPI:
+def create_app(backend: Backend, control: AppControl) -> FastAPI:
     app = FastAPI()
 
     def failure(path: str, body: dict[str, Any]) -> JSONResponse | None:
@@ -99,8 +103,9 @@ def create_app(backend: LocalBackend, control: AppControl) -> FastAPI:
         completions = await backend.generate(_request_from(body, control.ignore_n))
         head = {"id": "chatcmpl-test", "created": int(time.time()), "model": backend.model}
         if body.get("stream"):
-            return StreamingResponse(_chat_stream(head, completions), media_type="text/event-stream")
-        return {**head, "object": "chat.completion", "usage": _usage(completions),
+            return StreamingResponse(_chat_stream(head, completions, control.cached_tokens),
+                                     media_type="text/event-stream")
+        return {**head, "object": "chat.completion", "usage": _usage(completions, control.cached_tokens),
                 "choices": [_chat_choice(i, c) for i, c in enumerate(completions)]}
 
     @app.post("/v1/completions")
@@ -110,24 +115,24 @@ def create_app(backend: LocalBackend, control: AppControl) -> FastAPI:
             return failed
         out = await backend.generate(_request_from(body, control.ignore_n))
         return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": backend.model,
-                "usage": _usage(out), "choices": [_text_choice(i, c) for i, c in enumerate(out)]}
+                "usage": _usage(out, control.cached_tokens), "choices": [_text_choice(i, c) for i, c in enumerate(out)]}
 
     return app
 
 
-def _chat_stream(head: dict[str, Any], completions: list[Completion]) -> Iterator[str]:
+def _chat_stream(head: dict[str, Any], completions: list[Completion], cached: int) -> Iterator[str]:
     """One content chunk per choice, a finish chunk, a usage chunk, then [DONE]."""
     for i, c in enumerate(completions):
         for delta, finish in (({"role": "assistant", "content": c.text}, None), ({}, c.finish_reason)):
             chunk = {**head, "object": "chat.completion.chunk",
                      "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(chunk)}\n\n"
-    yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': _usage(completions)})}\n\n"
+    yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': _usage(completions, cached)})}\n\n"
     yield "data: [DONE]\n\n"
 
 
 @contextmanager
-def serve(backend: LocalBackend, control: AppControl) -> Iterator[str]:
+def serve(backend: Backend, control: AppControl) -> Iterator[str]:
     """Run the app on a free 127.0.0.1 port in a background thread; yield its base URL."""
     with serve_in_thread(create_app(backend, control)) as url:
         yield f"{url}/v1"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,32 @@ async def test_generation_and_embeddings_run_on_the_one_compute_thread(local_bac
             hook.remove()
     assert len(threads) >= 4  # two generation forwards, at least one per embedding call
     assert {name.rsplit("_", 1)[0] for name in threads} == {"redline-torch"}
+
+
+async def test_turn_markers_both_stop_generation(local_backend):
+    """SmolLM2's <|im_start|> (1) ends a turn as well as <|im_end|> (2): tuned models emit either."""
+    loaded = local_backend.inner.loaded
+    assert {1, 2} <= loaded.stop_ids
+    assert {1, 2} <= set(loaded.model.generation_config.eos_token_id)
+
+
+def test_adapter_folder_resolves_to_the_base_it_names(tmp_path):
+    from redline.backends.local import embedded_model_path, resolve_model
+    from redline.errors import BackendError
+
+    fixture = "/work/shared/models/smollm2-gsm8k-lora"
+    if not Path(fixture).is_dir():
+        pytest.skip("benchmark fixture adapter not present")
+    source = resolve_model(fixture)
+    assert (source.directory, source.gguf) == (embedded_model_path().parent, embedded_model_path().name)
+    assert source.adapter == Path(fixture)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/unknown-7b"}))
+    (foreign / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(BackendError, match="neither the embedded"):
+        resolve_model(str(foreign))
+    (foreign / "adapter_model.safetensors").unlink()
+    (foreign / "adapter_model.bin").write_bytes(b"")
+    with pytest.raises(BackendError, match="no adapter_model.safetensors"):
+        resolve_model(str(foreign))

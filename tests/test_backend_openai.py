@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from redline.backends import GenerationRequest, LedgeredBackend
-from redline.backends.openai_compat import OpenAIBackend, normalise_base_url, split_tokens
+from redline.backends.endpoints import normalise_base_url, parse_base_urls
+from redline.backends.openai_compat import OpenAIBackend, split_tokens
 from redline.errors import BackendError
 from redline.ledger import Ledger, use_ledger
 from tests.openai_app import AppControl, closed_port, serve
@@ -44,6 +45,7 @@ async def backend(app_url, control):
 def test_settings_helpers():
     assert normalise_base_url("http://h:8000") == "http://h:8000/v1"
     assert normalise_base_url("http://h:8000/api/v1/") == "http://h:8000/api/v1"
+    assert parse_base_urls(["http://a:1,http://b:2/", "http://a:1/v1"]) == ["http://a:1/v1", "http://b:2/v1"]
     assert split_tokens(10, ["a", "abc", ""]) == [2, 6, 2]
     assert sum(split_tokens(7, ["xx", "yyyy", "z"])) == 7
 
@@ -161,3 +163,16 @@ def test_cli_unreachable_server_is_one_line(tmp_path):
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert "cannot reach" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+async def test_cached_prompt_tokens_reach_the_ledger(backend, control):
+    control.reset(cached_tokens=3)
+    ledgered = LedgeredBackend(backend)
+    ledger = Ledger(strategy="cot")
+    with use_ledger(ledger):
+        cs = await ledgered.generate(GenerationRequest(messages=QUESTION, n=2, temperature=0.9, seed=1, max_tokens=4))
+        await ledgered.passthrough({"messages": QUESTION, "max_tokens": 4})
+    assert [c.cached_tokens for c in cs] == [3, 0]  # the prompt (and its cached part) is billed once per call
+    assert [r.cached_prompt_tokens for r in ledger.records] == [3, 3]
+    assert ledger.by_phase()["solve"].uncached_prompt_tokens == ledger.total().prompt_tokens - 6 > 0
+    assert ledger.by_endpoint().keys() == {backend.where, ""}  # pass-through calls do not say which endpoint

@@ -138,7 +138,7 @@ def test_eval_end_to_end_with_the_embedded_model(local_backend, tmp_path):
 
     report = runner.invoke(app, ["report", str(out), "--baseline", "sc:n=2"])
     assert report.exit_code == 0, report.output
-    assert "baseline sc:n=2" in report.output
+    assert "Δ vs sc:n=2" in report.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -155,3 +155,60 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in run.stderr
+
+
+async def test_terminal_table_fits_80_columns(tmp_path):
+    from rich.console import Console
+
+    from redline.bench.formats import COMPACT_COLUMNS, rich_table
+
+    problems = [Problem(f"What is 2 + 2? ({i})", "4", id=f"p{i}") for i in range(3)]
+    runtime = scripted_runtime(wrong_unless_revising, max_tokens=32)
+    specs = "cot,stepco:max_iters=1,threshold=0.55,agg=prod,revise=prefix,temperature=0.5,verifier=arith"
+    await run_eval(tmp_path, problems, specs, runtime, concurrency=2)
+    data, _ = write_reports(tmp_path)
+    console = Console(width=80, record=True)
+    console.print(rich_table(data))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "strategy" in line)
+    assert all(col in header for col in COMPACT_COLUMNS)  # every header whole on one line
+    assert any("100.0% [44–100]" in line and "+100.0 [+100.0,+100.0]" in line for line in lines)
+
+
+def test_old_run_dirs_are_migrated(tmp_path):
+    """A results.db written before the cached-token column opens, reports, and keeps its numbers."""
+    from redline.bench.store import MIGRATIONS, ResultStore
+
+    db = sqlite3.connect(tmp_path / "results.db")
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE problems (problem_id TEXT PRIMARY KEY, position INTEGER NOT NULL, question TEXT NOT NULL,"
+        " gold TEXT, solution TEXT, gradable INTEGER NOT NULL);"
+        "CREATE TABLE results (run TEXT NOT NULL, problem_id TEXT NOT NULL, strategy TEXT NOT NULL, answer TEXT,"
+        " correct INTEGER, gradable INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,"
+        " completion_tokens INTEGER NOT NULL, calls INTEGER NOT NULL, latency_s REAL NOT NULL, stopped TEXT,"
+        " model TEXT NOT NULL, usage TEXT NOT NULL, candidates TEXT NOT NULL, result TEXT NOT NULL,"
+        " finished_at REAL NOT NULL, UNIQUE (run, problem_id, strategy));"
+        "CREATE TABLE errors (run TEXT NOT NULL, problem_id TEXT NOT NULL, strategy TEXT NOT NULL,"
+        " error TEXT NOT NULL, at REAL NOT NULL);")
+    usage = {"solve": {"calls": 1, "prompt_tokens": 30, "completion_tokens": 5, "cached_prompt_tokens": 12},
+             "verify": {"calls": 1, "prompt_tokens": 10, "completion_tokens": 2}}  # older usage: no cached count
+    result = {"answer": "4", "usage": usage, "usage_total": {}, "trace": {"kind": "solve"}, "candidates": [],
+              "stopped": None, "wall_s": 0.5, "solution": None}
+    db.execute("INSERT INTO meta VALUES ('run', '\"old\"'), ('strategies', '[\"cot\"]')")
+    db.execute("INSERT INTO problems VALUES ('p0', 0, 'What is 2 + 2?', '4', NULL, 1)")
+    db.execute("INSERT INTO results VALUES ('old', 'p0', 'cot', '4', 1, 1, 40, 7, 2, 0.5, NULL, 'm', ?, '[]', ?, 0)",
+               (json.dumps(usage), json.dumps(result)))
+    db.commit()
+    db.close()
+    with ResultStore(tmp_path, create=False) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        [row] = store.rows()
+    assert (row.prompt_tokens, row.cached_prompt_tokens, row.uncached_prompt_tokens) == (40, 12, 28)
+    data, _ = write_reports(tmp_path)
+    assert data.summaries[0].mean_cached_prompt_tokens == 12
+    with (tmp_path / "results.csv").open() as f:
+        [line] = list(csv.DictReader(f))
+    assert (line["cached_prompt_tokens"], line["uncached_prompt_tokens"]) == ("12", "28")
+    assert "| uncached prompt | cached prompt |" in (tmp_path / "report.md").read_text()

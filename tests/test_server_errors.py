@@ -19,6 +19,7 @@ from redline.server.background import running_server
 
 ANSWER = "Step 1: 5 + 7 = 12.\nThe answer is 12."
 CHAT = {"model": "cot/scripted", "messages": [{"role": "user", "content": "What is 5 + 7?"}]}
+KEY = {"Authorization": "Bearer k"}
 SETTINGS = ServerSettings(api_keys=("k-one", "k-two"), max_body_bytes=20_000, max_n=4, max_tokens_limit=256,
                           max_request_tokens=1000)
 
@@ -116,8 +117,8 @@ def test_token_budget_stops_a_strategy_gracefully():
 
 async def test_saturated_server_answers_429_with_retry_after():
     backend, runtime = scripted(delay_s=3.0)  # ample time for the refused request, even on a loaded machine
-    with running_server(runtime, ServerSettings(max_concurrency=2)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    with running_server(runtime, ServerSettings(api_keys=("k",), max_concurrency=2)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers={"Authorization": "Bearer k"}) as client:
             slow = [asyncio.create_task(client.post("/v1/chat/completions", json=CHAT)) for _ in range(2)]
             while (await client.get("/health")).json()["in_flight"] < 2:
                 await asyncio.sleep(0.02)
@@ -141,16 +142,16 @@ def test_slow_request_gets_504_and_streams_get_an_error_event():
 @pytest.mark.parametrize("stream", [False, True])
 def test_client_disconnect_cancels_the_backend_call(stream):
     backend, runtime = scripted(delay_s=3.0)
-    with running_server(runtime) as url:
+    with running_server(runtime, ServerSettings(api_keys=("k",))) as url:
         with pytest.raises(httpx.ReadTimeout):
-            with httpx.stream("POST", url + "/v1/chat/completions", json={**CHAT, "stream": stream},
+            with httpx.stream("POST", url + "/v1/chat/completions", json={**CHAT, "stream": stream}, headers=KEY,
                               timeout=httpx.Timeout(30, read=0.3)) as response:
                 response.read()
         deadline = time.monotonic() + 5
         while 'redline_cancelled_total{endpoint="/v1/chat/completions",strategy="cot"} 1.0' not in \
-                httpx.get(url + "/metrics").text:
+                httpx.get(url + "/metrics", headers=KEY).text:
             assert time.monotonic() < deadline, "the disconnect was not noticed"
             time.sleep(0.05)
         time.sleep(3.1)  # past the scripted backend's delay: a call that was not cancelled would finish now
         assert backend.requests == []
-        assert httpx.get(url + "/health").json()["in_flight"] == 0
+        assert httpx.get(url + "/health", headers=KEY).json()["in_flight"] == 0

@@ -102,6 +102,41 @@ async def test_stepco_revises_the_best_of_n_init_paths():
     assert result.answer == "5"
 
 
+async def test_stepco_flagged_feedback_resends_only_the_flagged_step():
+    solver, backend, _ = setup("stepco:verifier=scripted,feedback=flagged", [WRONG, FIXED])
+    result = await solver.solve(Q)
+    revise_request = backend.requests[1]
+    prompt = revise_request.messages[-1]["content"]
+    assert revise_request.prefix == prefix_text(["Step 1: 2*3=6 apples."])
+    assert "6-1=4 apples" in prompt and "0.10" in prompt and "Steps 1 to 1 are kept" in prompt
+    assert "2*3=6" not in prompt and "So 4 are left" not in prompt  # kept steps ride in the prefix; later ones go
+    assert len(prompt.split()) < len(backend.requests[0].messages[-1]["content"].split()) + 60
+    assert result.answer == "5"
+
+
+async def test_stepco_no_feedback_resamples_under_the_solve_prompt():
+    solver, backend, _ = setup("stepco:verifier=scripted,feedback=none", [WRONG, FIXED])
+    await solver.solve(Q)
+    first, revise_request = backend.requests
+    assert revise_request.messages == first.messages and revise_request.prefix.endswith("apples.\n\n")
+
+
+async def test_stepco_stop_unchanged_ends_when_the_flagged_step_comes_back():
+    same = "Step 2: 6-1=4 apples. [s=0.1]\n\nStep 3: Then 4 remain. The answer is 7."
+    for stop_unchanged, calls in ((True, 2), (False, 3)):
+        script = [WRONG, same, "Step 2: 6-1=5 apples.\n\nStep 3: The answer is 5."]
+        solver, backend, _ = setup(f"stepco:verifier=scripted,stop_unchanged={str(stop_unchanged).lower()}", script)
+        result = await solver.solve(Q)
+        assert len(backend.requests) == calls
+        if stop_unchanged:
+            assert nodes(result.trace, "stop")[0]["reason"] == "the revision left the flagged step unchanged"
+
+
+def test_stepco_reduced_feedback_needs_prefix_revision():
+    with pytest.raises(SpecError, match="revise=prefix"):
+        setup("stepco:revise=rewrite,feedback=flagged", ["x"])
+
+
 # --- budget ------------------------------------------------------------------------------
 
 async def test_budget_stop_returns_the_best_answer_so_far():

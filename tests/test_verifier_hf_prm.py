@@ -132,7 +132,7 @@ def test_missing_model_and_unknown_format_are_clear_errors(tmp_path):
     runtime = scripted_runtime(["unused"])
     with pytest.raises(RedlineError, match="no model at"):
         runtime.verifier(f"hf-prm:{tmp_path / 'nope'}")
-    with pytest.raises(RedlineError, match="has no config.json"):
+    with pytest.raises(RedlineError, match="has neither config.json nor adapter_config.json"):
         runtime.verifier(f"hf-prm:{tmp_path}")
     plain = tmp_path / "plain"
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -143,3 +143,14 @@ def test_missing_model_and_unknown_format_are_clear_errors(tmp_path):
     tok.save_pretrained(plain)
     with pytest.raises(RedlineError, match="cannot tell the model's format"):
         runtime.verifier(f"hf-prm:{plain}")
+
+
+def test_a_tag_split_over_two_tokens_is_read_at_its_last_token():
+    from redline.verifiers.hf_prm import token_positions
+
+    text, chars = build_input("math-shepherd", None, "q", ["a", "b"])
+    assert text == f"q a {MATH_SHEPHERD_TAG}\nb {MATH_SHEPHERD_TAG}"
+    # SmolLM2's byte-level BPE: 'q', 'Ġa', 'Ġк', 'и', 'Ċ', 'b', 'Ġк', 'и'
+    offsets = [(0, 1), (1, 3), (3, 5), (5, 6), (6, 7), (7, 8), (8, 10), (10, 11)]
+    assert token_positions(offsets, chars) == [3, 7]
+    assert token_positions([(0, 2), (0, 2)], [1]) == [1]  # one character in two byte tokens: the last

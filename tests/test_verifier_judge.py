@@ -86,3 +86,31 @@ async def test_real_model_scores_each_step_from_verdict_logprobs(local_runtime):
     usage = ledger.by_phase()
     assert set(usage) == {"verify"} and usage["verify"].calls == 3  # 2 steps, then only the new step 2
     assert usage["verify"].completion_tokens <= 9
+
+
+async def test_reference_calibration_removes_the_per_position_bias():
+    """Scripted verdicts: the judge is biased against step 1 (even 'N/A' gets P(Yes) = 0.1 there)."""
+    import re
+
+    from redline.verifiers.judge import REFERENCE_STEP, calibrated
+
+    p_yes = {(1, REFERENCE_STEP): 0.1, (2, REFERENCE_STEP): 0.7, (1, "In May she sold 48/2 = 24 clips."): 0.2,
+             (2, "In total 48 + 24 = 72 clips. The answer is 72."): 0.6}
+
+    def script(request, i):
+        number, step = re.search(r"Step to check:\nStep (\d+): (.*)\n", request.messages[-1]["content"]).groups()
+        p = p_yes[(int(number), step)]
+        return completion({"Yes": math.log(p), "No": math.log(1 - p)})
+
+    runtime = scripted_runtime(script)
+    raw = await runtime.verifier("judge:mode=logprobs").score(QUESTION, STEPS)
+    assert raw == pytest.approx([0.2, 0.6])  # raw: step 1 (right) looks worse than step 2
+    judge = runtime.verifier("judge:mode=logprobs,calibrate=reference")
+    scores = await judge.score(QUESTION, STEPS)
+    assert scores == pytest.approx([calibrated(0.2, 0.1), calibrated(0.6, 0.7)])
+    assert scores[0] > 0.5 > scores[1]  # step 1 beats its reference, step 2 falls short of its own
+    assert scores[0] == pytest.approx(1 / (1 + (0.8 / 0.2) * (0.1 / 0.9)))
+    calls = len(runtime.backend.inner.requests)
+    p_yes[(2, "In total 48 + 24 = 96 clips.")] = 0.3
+    assert (await judge.score(QUESTION, STEPS[:1] + ["Step 2: In total 48 + 24 = 96 clips."]))[1] < scores[1]
+    assert len(runtime.backend.inner.requests) == calls + 1  # step 1 and both references came from the caches

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 from redline.cli import app
 from redline.errors import RedlineError
 from redline.types import Problem
-from redline.verifiers.features import DENSE_FEATURES, HASHED_FEATURES, dense_features, step_features, text_tokens
-from redline.verifiers.learned import LearnedVerifier
+from redline.verifiers.features import (DENSE_FEATURES, FEATURE_VERSION, HASHED_FEATURES, dense_features,
+                                        step_features, text_tokens)
+from redline.verifiers.learned import LearnedVerifier, load_model_file, write_model_file
 from redline.train.mc_labels import LabelSettings, label_problems
 from redline.train.planted import plant_file
 from redline.train.records import LabeledSolution, read_labeled
-from redline.train.learned_trainer import train
+from redline.train.learned_trainer import coefficients, fit, step_dataset, train
 from tests.conftest import scripted_runtime
 from tests.verifier_fixtures import write_gsm8k
 
@@ -77,7 +80,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("learned")
     records = [r for r in plant_file(write_gsm8k(tmp / "gsm.jsonl", repeat=6), 36, seed=2)
                if isinstance(r, LabeledSolution)]
-    path = tmp / "prm.joblib"
+    path = tmp / "prm.safetensors"
     report = train(records, path, val_fraction=0.25)
     return path, records, report
 
@@ -105,11 +108,43 @@ async def test_trained_model_scores_through_its_spec(trained):
 def test_missing_or_foreign_model_files_are_clear_errors(tmp_path):
     runtime = scripted_runtime(["unused"])
     with pytest.raises(RedlineError, match="no learned verifier at .*train one with"):
-        runtime.verifier(f"learned:{tmp_path / 'nope.joblib'}")
-    foreign = tmp_path / "foreign.joblib"
+        runtime.verifier(f"learned:{tmp_path / 'nope.safetensors'}")
+    foreign = tmp_path / "foreign.safetensors"
     foreign.write_text("not a model")
     with pytest.raises(RedlineError, match="is not a learned verifier file"):
         runtime.verifier(f"learned:{foreign}")
+    other = tmp_path / "other.safetensors"  # a real safetensors file, but not ours
+    save_file({"coef": np.zeros(3)}, str(other), metadata={"format": "something-else"})
+    with pytest.raises(RedlineError, match="is not a learned verifier file"):
+        runtime.verifier(f"learned:{other}")
+
+
+def test_safetensors_round_trip_equals_sklearn_and_old_joblib_files_are_refused(trained, tmp_path):
+    import joblib
+
+    _, records, _ = trained
+    x, y = step_dataset(records)
+    model = fit(x, y, c=0.5, seed=1)
+    path = write_model_file(tmp_path / "m.safetensors", *coefficients(model), {"trained_on": 3})
+    coef, intercept, info = load_model_file(path)
+    assert info["trained_on"] == 3 and info["feature_version"] == FEATURE_VERSION
+    assert info["hashed_features"] == HASHED_FEATURES
+    ours = LearnedVerifier(coef, intercept).probabilities(x)
+    np.testing.assert_allclose(ours, model.predict_proba(x)[:, 1], rtol=1e-9, atol=1e-12)
+    assert 0.05 < ours.std()  # the model separates steps: equality is not between two constants
+
+    old = tmp_path / "prm.joblib"
+    joblib.dump({"format": "redline-learned-prm", "feature_version": FEATURE_VERSION, "model": model}, old)
+    compressed = tmp_path / "prm-z.joblib"
+    joblib.dump({"model": model}, compressed, compress=3)
+    for stale in (old, compressed):
+        with pytest.raises(RedlineError, match="old joblib/pickle .*retrain it with `redline verifier train "
+                                               "LABELS.jsonl -o prm(-z)?.safetensors`"):
+            load_model_file(stale)
+    stale_features = tmp_path / "v1.safetensors"
+    write_model_file(stale_features, coef, intercept, {"feature_version": 1})
+    with pytest.raises(RedlineError, match="feature version 1.*retrain"):
+        load_model_file(stale_features)
 
 
 def test_features_pair_question_words_with_step_operators_and_flag_made_up_operands():

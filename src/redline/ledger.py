@@ -28,6 +28,7 @@ class CallRecord:
     n: int = 1
     at: float = field(default_factory=time.time)
     cached_prompt_tokens: int = 0  # of prompt_tokens, served from a prefix cache
+    endpoint: str = ""  # the server that answered, when the backend has several
 
     @property
     def usage(self) -> Usage:
@@ -73,6 +74,13 @@ class Ledger:
         for r in self.records:
             out[r.phase] = out.get(r.phase, Usage()) + r.usage
         return {p: out[p] for p in sorted(out, key=lambda p: (PHASES.index(p) if p in PHASES else 99, p))}
+
+    def by_endpoint(self) -> dict[str, Usage]:
+        """Usage per serving endpoint (calls of backends that do not say are under '')."""
+        out: dict[str, Usage] = {}
+        for r in self.records:
+            out[r.endpoint] = out.get(r.endpoint, Usage()) + r.usage
+        return out
 
     def total(self) -> Usage:
         out = Usage()

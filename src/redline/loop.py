@@ -10,9 +10,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pydantic import Field, ValidationError
+
 from redline.errors import BudgetExceeded, SpecError
 from redline.ledger import Budget, CallRecord, Ledger, phase, use_ledger
-from redline.registry import PROVIDERS, STRATEGIES
+from redline.registry import PROVIDERS, STRATEGIES, Params
 from redline.runtime import Runtime
 from redline.spec import Component, parse_pipeline
 from redline.strategies.base import ContextProvider, SolveContext, Strategy
@@ -64,15 +66,21 @@ def _split_budget(component: Component) -> tuple[Component, dict[str, Any]]:
     return Component(component.name, component.args, params), budget
 
 
+class BudgetParams(Params):
+    """Budget keys any strategy accepts; positive and finite, like every other parameter."""
+
+    max_tokens_total: int | None = Field(None, ge=1)
+    max_calls: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+
+
 def _budget(values: dict[str, Any], base: Budget) -> Budget:
     try:
-        return Budget(
-            max_tokens_total=int(values["max_tokens_total"]) if "max_tokens_total" in values else base.max_tokens_total,
-            max_calls=int(values["max_calls"]) if "max_calls" in values else base.max_calls,
-            timeout_s=float(values["timeout_s"]) if "timeout_s" in values else base.timeout_s,
-        )
-    except ValueError as e:
-        raise SpecError(f"bad budget value: {e}") from None
+        given = BudgetParams(**values)
+    except ValidationError as e:
+        raise SpecError("bad budget value: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'budget'}: {err['msg']}"
+                                                         for err in e.errors())) from None
+    return Budget(**{k: getattr(given, k) if k in values else getattr(base, k) for k in BUDGET_KEYS})
 
 
 def is_component_name(name: str) -> bool:

@@ -4,6 +4,12 @@ Each entry has a pydantic model of its parameters, so a spec's string values are
 and checked in one place, and `redline strategies` can list every parameter with its
 default. Third-party packages add entries by exposing a module under the `redline`
 entry-point group that registers with the same decorators.
+
+An entry whose parameters name files, folders, hub ids, URLs or code is *operator-only*: HTTP
+clients may not use it by spec (see `redline.trust`), only through a name the operator declared
+at start-up. Registering with `operator_only=True` says so; without it, a parameter named in
+OPERATOR_FIELDS makes the entry operator-only, so a new verifier is covered even when its
+author did not think of the server.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from redline.errors import SpecError
 from redline.spec import Component
@@ -22,10 +28,24 @@ from redline.spec import Component
 T = TypeVar("T")
 
 
-class Params(BaseModel):
-    """Base for parameter models: unknown keys are errors, not silently ignored."""
+MAX_INT = 2**53
+OPERATOR_FIELDS = frozenset({"path", "paths", "file", "dir", "directory", "model_dir", "model_path", "checkpoint",
+                             "adapter", "url", "base_url", "endpoint", "trust_remote_code", "code", "module"})
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Params(BaseModel):
+    """Base for parameter models: unknown keys are errors, not silently ignored; floats must be
+    finite and integers within +-2**53 (a spec is client input on the server)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _bounded_ints(self) -> "Params":
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+                raise ValueError(f"{name}={value:.3g} is too large (at most {MAX_INT})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,7 @@ class Entry(Generic[T]):
     params: type[Params]
     summary: str
     positional: tuple[str, ...] = ()
+    operator_only: bool = False  # reads files or runs code: HTTP clients use it only by a declared name
 
 
 class Registry(Generic[T]):
@@ -43,10 +64,16 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, params: type[Params] = Params, summary: str = "",
-                 positional: tuple[str, ...] = ()) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: `@STRATEGIES.register("cot", CotParams, "one greedy chain")` on a factory."""
+                 positional: tuple[str, ...] = (),
+                 operator_only: bool | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: `@STRATEGIES.register("cot", CotParams, "one greedy chain")` on a factory.
+        `operator_only=None` decides from the parameter names (see OPERATOR_FIELDS)."""
+        if operator_only is None:
+            operator_only = bool(OPERATOR_FIELDS & set(params.model_fields))
+
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
-            self._entries[name] = Entry(name, factory, params, summary or (factory.__doc__ or "").strip(), positional)
+            self._entries[name] = Entry(name, factory, params, summary or (factory.__doc__ or "").strip(), positional,
+                                        operator_only)
             return factory
         return deco
 

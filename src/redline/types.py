@@ -29,17 +29,20 @@ class Step:
 
 @dataclass(frozen=True)
 class Solution:
-    """A step-by-step solution and the final answer extracted from it."""
+    """A step-by-step solution and the final answer extracted from it. `finish_reason` is the
+    backend's for the call that wrote it ("length": cut off by the token limit)."""
 
     text: str
     steps: tuple[Step, ...]
     answer: str | None
+    finish_reason: str | None = None
 
     @classmethod
-    def from_text(cls, text: str) -> "Solution":
+    def from_text(cls, text: str, finish_reason: str | None = None) -> "Solution":
         from redline.text import extract_answer, segment_steps
 
-        return cls(text=text, steps=tuple(Step(s) for s in segment_steps(text)), answer=extract_answer(text))
+        return cls(text=text, steps=tuple(Step(s) for s in segment_steps(text)), answer=extract_answer(text),
+                   finish_reason=finish_reason)
 
     @property
     def step_texts(self) -> list[str]:
@@ -59,12 +62,14 @@ class Solution:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A solution a strategy considered, with its outcome score and any votes it got."""
+    """A solution a strategy considered, with its outcome score and any votes it got. `sanity`
+    says why the sanity rules zeroed it (empty when they did not)."""
 
     solution: Solution
     score: float | None = None
     votes: float = 0.0
     origin: str = "sample"
+    sanity: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

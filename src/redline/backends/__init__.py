@@ -10,7 +10,7 @@ from redline.errors import BackendError
 
 BACKEND_HELP = {
     "local": "transformers on this machine; default model: the embedded SmolLM2-135M-Instruct (offline)",
-    "openai": "any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs)",
+    "openai": "any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); several --base-url for replicas",
 }
 
 

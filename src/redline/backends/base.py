@@ -52,6 +52,7 @@ class Completion:
     latency_s: float
     logprobs: tuple[TokenLogprob, ...] | None = None
     cached_tokens: int = 0  # of prompt_tokens, served from a prefix cache (KV cache or the server's)
+    endpoint: str = ""  # which server answered, for backends with several
 
 
 @runtime_checkable
@@ -82,7 +83,8 @@ class LedgeredBackend:
         t0 = time.perf_counter()
         completions = await self.inner.generate(request)
         self._record(sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
-                     t0, request.n, sum(c.cached_tokens for c in completions))
+                     t0, request.n, sum(c.cached_tokens for c in completions),
+                     completions[0].endpoint if completions else "")
         return completions
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -106,14 +108,17 @@ class LedgeredBackend:
 
     def _record_usage(self, usage: Mapping[str, Any] | None, t0: float) -> None:
         usage = usage or {}
-        self._record(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), t0)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        self._record(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), t0,
+                     cached_prompt_tokens=cached)
 
     def _record(self, prompt_tokens: int, completion_tokens: int, t0: float, n: int = 1,
-                cached_prompt_tokens: int = 0) -> None:
+                cached_prompt_tokens: int = 0, endpoint: str = "") -> None:
         ledger = current_ledger()
         ledger.record(CallRecord(strategy=ledger.strategy, phase=current_phase(), model=self.model,
                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                 latency_s=time.perf_counter() - t0, n=n, cached_prompt_tokens=cached_prompt_tokens))
+                                 latency_s=time.perf_counter() - t0, n=n, cached_prompt_tokens=cached_prompt_tokens,
+                                 endpoint=endpoint))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

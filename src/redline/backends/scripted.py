@@ -10,8 +10,9 @@ from typing import Any, AsyncIterator, Callable, Sequence, Union
 
 from redline.backends.base import Completion, GenerationRequest, truncate_at_stop
 
-# A script returns text; for pass-through it may also return a whole chat-completion body (a dict
-# with "choices"), e.g. one whose message carries tool_calls.
+# A script returns text, or a whole Completion (with logprobs, or cut by the token limit); for
+# pass-through it may also return a whole chat-completion body (a dict with "choices"), e.g. one
+# whose message carries tool_calls.
 Script = Union[Sequence[Any], Callable[[GenerationRequest, int], Any]]
 
 
@@ -45,7 +46,11 @@ class ScriptedBackend:
         prompt_words = _prompt_words(request)
         out = []
         for _ in range(request.n):
-            text, stopped = truncate_at_stop(self._next(request), request.stop)
+            item = self._next(request)
+            if isinstance(item, Completion):  # a whole completion: logprobs, finish_reason="length"
+                out.append(item)
+                continue
+            text, stopped = truncate_at_stop(item, request.stop)
             out.append(Completion(text=text, finish_reason="stop", prompt_tokens=prompt_words,
                                   completion_tokens=len(text.split()), latency_s=self.delay_s))
         return out

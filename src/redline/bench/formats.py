@@ -1,31 +1,42 @@
-"""Tables of a report as text: one set of formatted rows feeds the terminal, Markdown and HTML."""
+"""Tables of a report as text: one set of formatted rows feeds Markdown and HTML; the terminal gets a
+compact table that fits 80 columns (the rest is in report.md and report.html)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from redline.bench.report import ReportData
 from redline.bench.store import ResultStore
 
 SUMMARY_COLUMNS = ("strategy", "accuracy", "95% CI", "Δ vs baseline [95% CI]", "McNemar p", "tokens/problem",
-                   "prompt", "completion", "calls", "latency p50/p95 s", "cost", "stopped")
+                   "uncached prompt", "cached prompt", "completion", "calls", "latency p50/p95 s", "cost", "stopped")
+COMPACT_COLUMNS = ("strategy", "accuracy [95% CI]", "Δ [95% CI]", "tokens", "calls")
 RESULT_FIELDS = ("problem_id", "strategy", "gold", "answer", "correct", "gradable", "prompt_tokens",
-                 "completion_tokens", "total_tokens", "calls", "latency_s", "stopped", "model")
+                 "cached_prompt_tokens", "uncached_prompt_tokens", "completion_tokens", "total_tokens", "calls",
+                 "latency_s", "stopped", "model")
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _delta(data: ReportData, strategy: str, sep: str = ", ") -> str:
+    """Paired accuracy difference against the baseline, in points, with its CI."""
+    if strategy == data.baseline:
+        return "baseline"
+    c = data.comparisons.get(strategy)
+    return "-" if c is None else f"{100 * c.diff:+.1f} [{100 * c.ci[0]:+.1f}{sep}{100 * c.ci[1]:+.1f}]"
+
+
 def summary_rows(data: ReportData) -> list[dict[str, str]]:
     rows = []
     for s in data.summaries:
         c = data.comparisons.get(s.strategy)
-        delta = "baseline" if s.strategy == data.baseline else (
-            "-" if c is None else f"{100 * c.diff:+.1f} [{100 * c.ci[0]:+.1f}, {100 * c.ci[1]:+.1f}]")
+        delta = _delta(data, s.strategy)
         rows.append({
             "strategy": s.strategy,
             "accuracy": f"{_pct(s.accuracy)} ({s.correct}/{s.graded})",
@@ -33,7 +44,8 @@ def summary_rows(data: ReportData) -> list[dict[str, str]]:
             "Δ vs baseline [95% CI]": delta,
             "McNemar p": "-" if c is None else f"{c.p_value:.3g}",
             "tokens/problem": f"{s.mean_tokens:.0f}",
-            "prompt": f"{s.mean_prompt_tokens:.0f}",
+            "uncached prompt": f"{s.mean_uncached_prompt_tokens:.0f}",
+            "cached prompt": f"{s.mean_cached_prompt_tokens:.0f}",
             "completion": f"{s.mean_completion_tokens:.0f}",
             "calls": f"{s.mean_calls:.2f}",
             "latency p50/p95 s": f"{s.latency_p50:.2f}/{s.latency_p95:.2f}",
@@ -59,12 +71,29 @@ def budget_rows(data: ReportData) -> list[dict[str, str]]:
             for family, points in data.curves.items() for b, t, a in points]
 
 
+def compact_rows(data: ReportData) -> list[dict[str, str]]:
+    """The terminal's summary: accuracy with its CI, paired Δ, mean tokens and calls per problem."""
+    rows = []
+    for s in data.summaries:
+        ci = "" if s.ci is None else f" [{100 * s.ci[0]:.0f}–{100 * s.ci[1]:.0f}]"
+        rows.append({"strategy": s.strategy, "accuracy [95% CI]": f"{_pct(s.accuracy)}{ci}",
+                     "Δ [95% CI]": _delta(data, s.strategy, sep=","), "tokens": f"{s.mean_tokens:.0f}",
+                     "calls": f"{s.mean_calls:.1f}"})
+    return rows
+
+
 def rich_table(data: ReportData) -> Table:
-    table = Table(title=f"redline eval {data.run}: {data.problems} problems, baseline {data.baseline}",
-                  show_edge=False)
-    for col in SUMMARY_COLUMNS:
-        table.add_column(col, justify="left" if col == "strategy" else "right", overflow="fold")
-    for row in summary_rows(data):
+    """The compact summary for an 80-column terminal: numbers never wrap, long strategy names fold."""
+    table = Table(title=f"{data.run}: {data.problems} problems, Δ vs {data.baseline} (points)", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True, caption="full tables: report.md, report.html", caption_justify="left")
+    rows = compact_rows(data)
+    for col in COMPACT_COLUMNS:
+        if col == "strategy":
+            table.add_column(col, overflow="fold")
+        else:  # exactly as wide as its widest cell, so only the strategy column gives way
+            width = max(len(col), *(len(r[col]) for r in rows))
+            table.add_column(col, justify="right", no_wrap=True, min_width=width, max_width=width)
+    for row in rows:
         table.add_row(*row.values())
     return table
 
@@ -105,6 +134,6 @@ def write_csv(store: ResultStore, path: Path) -> Path:
         for r in store.rows():
             writer.writerow([r.problem_id, r.strategy, gold.get(r.problem_id), r.answer,
                              "" if r.correct is None else int(r.correct), int(r.gradable), r.prompt_tokens,
-                             r.completion_tokens, r.total_tokens, r.calls, f"{r.latency_s:.3f}", r.stopped or "",
-                             r.model])
+                             r.cached_prompt_tokens, r.uncached_prompt_tokens, r.completion_tokens, r.total_tokens,
+                             r.calls, f"{r.latency_s:.3f}", r.stopped or "", r.model])
     return path

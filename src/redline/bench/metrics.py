@@ -17,7 +17,7 @@ import numpy as np
 from redline.bench.store import ResultRow
 from redline.errors import RedlineError
 
-BUDGET_KNOBS = ("n", "max_iters", "width", "beam", "max_calls", "max_tokens_total")
+BUDGET_KNOBS = ("n", "max_iters", "width", "beam", "sims", "max_calls", "max_tokens_total")
 
 Prices = Mapping[str, Mapping[str, float]]  # model (or '*') -> {"prompt": $/1M, "completion": $/1M}
 
@@ -195,10 +195,16 @@ class StrategySummary:
     latency_p50: float
     latency_p95: float
     stopped: int
+    mean_cached_prompt_tokens: float = 0.0  # of mean_prompt_tokens, served from a prefix cache
+    total_cached_prompt_tokens: int = 0
     cost: float | None = None
     samples: int = 0  # candidates per problem (the smallest count), for pass@k / maj@k
     pass_at: dict[int, float] = field(default_factory=dict)  # = coverage@k
     maj_at: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def mean_uncached_prompt_tokens(self) -> float:
+        return self.mean_prompt_tokens - self.mean_cached_prompt_tokens
 
     @property
     def cost_per_problem(self) -> float | None:
@@ -213,6 +219,7 @@ def summarize(strategy: str, rows: Sequence[ResultRow], prices: Prices | None = 
     prompt = np.array([r.prompt_tokens for r in rows], dtype=float)
     completion = np.array([r.completion_tokens for r in rows], dtype=float)
     latency = np.array([r.latency_s for r in rows], dtype=float)
+    cached = np.array([r.cached_prompt_tokens for r in rows], dtype=float)
     costs = [row_cost(r, prices) for r in rows] if prices else [None]
     summary = StrategySummary(
         strategy=strategy, results=n, graded=len(graded), correct=correct,
@@ -226,6 +233,7 @@ def summarize(strategy: str, rows: Sequence[ResultRow], prices: Prices | None = 
         latency_p50=float(np.percentile(latency, 50)) if n else 0.0,
         latency_p95=float(np.percentile(latency, 95)) if n else 0.0,
         stopped=sum(1 for r in rows if r.stopped),
+        mean_cached_prompt_tokens=float(cached.mean()) if n else 0.0, total_cached_prompt_tokens=int(cached.sum()),
         cost=None if any(c is None for c in costs) else float(sum(costs)),  # type: ignore[arg-type]
     )
     _add_sampling(summary, graded)

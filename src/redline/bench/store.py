@@ -2,6 +2,9 @@
 
 One row per problem x strategy, committed as soon as it finishes (WAL journal), so a
 killed run loses only in-flight work; the unique key makes a rerun skip what is done.
+
+The schema grows by numbered migrations (`MIGRATIONS`, tracked in `PRAGMA user_version`), applied
+when a store is opened, so run directories written by older versions stay readable.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ CREATE TABLE IF NOT EXISTS errors (
 """
 
 
+def _cached_prompt_tokens(db: sqlite3.Connection) -> None:
+    """1: prompt tokens served from a prefix cache, a column of their own; older rows take the
+    count from their per-phase usage (0 where it was not recorded)."""
+    db.execute("ALTER TABLE results ADD COLUMN cached_prompt_tokens INTEGER NOT NULL DEFAULT 0")
+    rows = db.execute("SELECT rowid, usage FROM results").fetchall()
+    db.executemany("UPDATE results SET cached_prompt_tokens = ? WHERE rowid = ?",
+                   [(sum(int(u.get("cached_prompt_tokens") or 0) for u in json.loads(usage).values()), rowid)
+                    for rowid, usage in rows])
+
+
+MIGRATIONS = (_cached_prompt_tokens,)  # the store's version is how many of these it has had
+
+
 @dataclass(frozen=True)
 class ResultRow:
     """A stored result without its trace: what metrics and tables need."""
@@ -56,20 +72,27 @@ class ResultRow:
     stopped: str | None
     model: str
     candidates: list[dict[str, Any]]
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from a prefix cache
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens
+
 
 _ROW_COLUMNS = ("problem_id, strategy, answer, correct, gradable, prompt_tokens, completion_tokens, calls, "
-                "latency_s, stopped, model, candidates")
+                "latency_s, stopped, model, candidates, cached_prompt_tokens")
+_WRITE_COLUMNS = ("run, problem_id, strategy, answer, correct, gradable, prompt_tokens, completion_tokens, calls, "
+                  "latency_s, stopped, model, usage, candidates, result, finished_at, cached_prompt_tokens")
 
 
 def _row(values: Sequence[Any]) -> ResultRow:
-    (pid, strategy, answer, correct, gradable, pt, ct, calls, latency, stopped, model, candidates) = values
+    (pid, strategy, answer, correct, gradable, pt, ct, calls, latency, stopped, model, candidates, cached) = values
     return ResultRow(pid, strategy, answer, None if correct is None else bool(correct), bool(gradable), pt, ct,
-                     calls, latency, stopped, model, json.loads(candidates))
+                     calls, latency, stopped, model, json.loads(candidates), cached)
 
 
 class ResultStore:
@@ -85,7 +108,15 @@ class ResultStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
         self.run = self.meta().get("run") or self.run_dir.resolve().name
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.db:
+                migration(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
 
     def close(self) -> None:
         self.db.close()
@@ -141,12 +172,12 @@ class ResultStore:
         usage = data["usage"]
         with self.db:
             self.db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO results ({_WRITE_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 (self.run, result.problem.id, strategy, result.answer,
                  None if grade.correct is None else int(grade.correct), int(grade.gradable),
                  total.prompt_tokens, total.completion_tokens, total.calls, result.wall_s, result.stopped, model,
                  json.dumps(usage), json.dumps([c.to_dict() for c in grade.candidates]),
-                 json.dumps(data, default=str), time.time()))
+                 json.dumps(data, default=str), time.time(), total.cached_prompt_tokens))
 
     def record_error(self, problem_id: str, strategy: str, error: str) -> None:
         with self.db:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Coroutine, Optional, TypeVar
+from typing import Annotated, Any, Coroutine, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
 
 from redline.backends import BACKEND_HELP, create_backend
+from redline.backends.endpoints import parse_base_urls
 from redline.errors import RedlineError
 from redline.runtime import Runtime
 
@@ -21,19 +21,20 @@ out = Console()
 
 BackendOpt = Annotated[str, typer.Option("--backend", "-b", help=f"Where tokens come from: {', '.join(BACKEND_HELP)}.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: for local, 'smollm2-135m' (embedded, default), a .gguf file or an HF model directory; for openai, the served model name (default: $REDLINE_MODEL or the server's first model).")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL). The key comes from $OPENAI_API_KEY.")]
+BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL; repeat it (or separate with commas) for replicas of one model: requests go to the least busy, fail over, and a dead one is probed back in (default: $OPENAI_BASE_URL, comma-separated). The key comes from $OPENAI_API_KEY.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Most new tokens per generation call.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Base seed; sampled calls derive their seeds from it, so runs repeat.")]
 MemoryOpt = Annotated[Optional[Path], typer.Option("--memory", help="Memory store (SQLite). Default: ~/.redline/memory.db.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="Strategy spec, e.g. 'cot', 'sc:n=8', 'stepco:threshold=0.6', 'stepco+boost'. See `redline strategies`.")]
 
 
-def make_runtime(backend: str, model: str | None, base_url: str | None = None, max_tokens: int = 384,
-                 seed: int = 0, memory: Path | None = None, **backend_options: Any) -> Runtime:
-    """Build the backend and the Runtime every command works on."""
+def make_runtime(backend: str, model: str | None, base_url: str | Sequence[str] | None = None,
+                 max_tokens: int = 384, seed: int = 0, memory: Path | None = None,
+                 **backend_options: Any) -> Runtime:
+    """Build the backend and the Runtime every command works on; `base_url` is one URL or several."""
     options = dict(backend_options)
     if backend == "openai":
-        options["base_url"] = base_url or os.environ.get("OPENAI_BASE_URL")
+        options["base_url"] = parse_base_urls(base_url)  # none: the backend reads $OPENAI_BASE_URL
     elif base_url:
         raise RedlineError("--base-url only applies to --backend openai")
     return Runtime(backend=create_backend(backend, model, **options), max_tokens=max_tokens, seed=seed,

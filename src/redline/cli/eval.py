@@ -53,8 +53,10 @@ def eval_command(
     run_dir = out_dir or Path("runs") / Path(data.removeprefix("hf:")).stem.replace(":", "-")
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
     runtime.learn_online = learn_online
+    pool = getattr(runtime.backend, "endpoints", None)
+    over = f" over {len(pool.urls)} endpoints" if pool is not None and len(pool.urls) > 1 else ""
     console.print(f"eval of {len(loaded.problems)} problems ({loaded.preset}) x {len(keys)} strategies "
-                  f"on {runtime.backend.name}:{runtime.backend.model} -> {run_dir}")
+                  f"on {runtime.backend.name}:{runtime.backend.model}{over} -> {run_dir}")
     settings = {"data": data, "baseline": (baseline or keys[0]).replace(" ", ""), "prices": price_table}
     try:
         with LiveProgress(console) as progress:

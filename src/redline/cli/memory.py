@@ -65,13 +65,23 @@ def learn(
 
 def export(
     format: Annotated[str, typer.Option("--format", "-f", help="sft (chat JSONL for TRL SFTTrainer), step-dpo "
-                                        "(prompt/chosen/rejected for DPOTrainer) or prm (step labels).")],
+                                        "(prompt/chosen/rejected for DPOTrainer) or prm (step labels); with "
+                                        "--from-runs: prm, step-dpo or step-labels (the learned verifier's).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
     memory: MemoryOpt = None,
+    from_runs: Annotated[Optional[Path], typer.Option("--from-runs", help="Read the MCTS search trees of this "
+                                                      "`redline eval` run directory instead of the memory.")] = None,
 ) -> None:
-    """Export what memory holds as training data."""
+    """Export what memory holds, or the search trees of an eval run, as training data."""
     from redline.memory.export import export as write_export
     from redline.memory.store import MemoryStore
+
+    if from_runs is not None:
+        from redline.train.tree_data import export_from_runs
+
+        trees = export_from_runs(from_runs, format, output)
+        out.print(f"wrote {trees.rows} {format} rows from {trees.trees} trees to {trees.path}")
+        return
 
     report = write_export(MemoryStore.open(memory, create=False), format, output)
     note = f" ({report.skipped} skipped: no located first error or no corrected step)" if report.skipped else ""

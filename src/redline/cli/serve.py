@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Optional, Sequence
 
 import typer
 
 from redline.cli.common import (BackendOpt, BaseUrlOpt, MaxTokensOpt, MemoryOpt, ModelOpt, SeedOpt, console,
                                 make_runtime)
+from redline.errors import RedlineError
+from redline.runtime import Runtime
 from redline.server.settings import KEEP_ALIVE_S
 
 
@@ -32,6 +34,10 @@ def serve(
     keep_alive_s: Annotated[float, typer.Option(
         min=1, help="Seconds an idle client connection stays open; keep it above your clients' own "
                     "idle expiry (httpx, openai SDK: 5 s; Go: 90 s).")] = KEEP_ALIVE_S,
+    verifier: Annotated[Optional[List[str]], typer.Option(
+        "--verifier", help="NAME=SPEC (repeatable): a verifier clients may use by NAME, e.g. "
+                           "prm=hf-prm:/models/qwen-prm,trust_remote_code=true or mine=learned:prm.safetensors. "
+                           "Clients never name files, hub ids or code themselves; these load at start-up.")] = None,
     max_tokens: MaxTokensOpt = 384,
     seed: SeedOpt = 0,
     memory: MemoryOpt = None,
@@ -47,11 +53,25 @@ def serve(
                               max_tokens_limit=max_tokens_limit, max_request_tokens=max_request_tokens or None,
                               max_concurrency=max_concurrency, timeout_s=timeout_s)
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
+    declare_verifiers(runtime, verifier or [])
     _log_requests_to_stderr()
     console.print(f"serving {runtime.backend.name}:{runtime.backend.model} on http://{host}:{port}/v1 "
-                  f"({'with' if keys else 'without'} API keys); model '<strategy>/{runtime.backend.model}'")
+                  f"({'with' if keys else 'without'} API keys); model '<strategy>/{runtime.backend.model}'"
+                  + (f"; verifiers for clients: {', '.join(runtime.declared)}" if runtime.declared else ""))
     uvicorn.Server(uvicorn_config(create_app(runtime, settings), host=host, port=port,
                                   keep_alive_s=keep_alive_s)).run()
+
+
+def declare_verifiers(runtime: Runtime, declarations: Sequence[str]) -> None:
+    """`NAME=SPEC` items: check each, then load it now, so a bad file fails here and not in a request."""
+    for item in declarations:
+        name, sep, spec = item.partition("=")
+        if not sep or not spec.strip():
+            raise RedlineError(f"--verifier takes NAME=SPEC (e.g. mine=learned:prm.safetensors), got {item!r}")
+        runtime.declare_verifier(name.strip(), spec)
+    for name in runtime.declared:
+        with console.status(f"loading verifier {name} ({runtime.declared[name]}) ..."):
+            runtime.verifier(name)
 
 
 def _log_requests_to_stderr() -> None:

@@ -58,7 +58,7 @@ def label(
 @verifier_app.command("train")
 def train(
     labels: Annotated[Path, typer.Argument(help="Step-labelled JSONL (from `verifier label` or `verifier plant`).")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model (one joblib file).")] = Path("prm.joblib"),
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model (one safetensors file: numbers only, no code).")] = Path("prm.safetensors"),
     c: Annotated[float, typer.Option("--c", min=1e-6, help="Inverse regularisation strength of the logistic regression.")] = 1.0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of solutions held out for validation AUROC.")] = 0.2,
     seed: SeedOpt = 0,
@@ -80,7 +80,7 @@ def train(
 
 @verifier_app.command("eval")
 def eval_command(
-    verifier: Annotated[str, typer.Option("--verifier", "-v", help="Verifier spec, e.g. arith, judge, learned:prm.joblib, ensemble:arith+judge.")],
+    verifier: Annotated[str, typer.Option("--verifier", "-v", help="Verifier spec, e.g. arith, judge, learned:prm.safetensors, ensemble:arith+judge.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Step-labelled JSONL (label = first wrong step, -1 if none; or step_labels).")],
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="A step scoring below this is flagged as the first error.")] = 0.5,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N solutions.")] = None,

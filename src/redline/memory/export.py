@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from redline.errors import RedlineError
 from redline.memory.stepbank import gold_steps, step_body
@@ -105,6 +105,11 @@ def export(store: MemoryStore, format: str, path: Path) -> ExportReport:
     """Write `format` rows as JSONL to `path` atomically (a failed export never leaves half a file)."""
     if format not in _WRITERS:
         raise RedlineError(f"unknown export format {format!r}; valid: {', '.join(EXPORT_FORMATS)}")
+    return write_rows(_WRITERS[format](store), path)
+
+
+def write_rows(items: Iterable[dict[str, Any] | None], path: Path) -> ExportReport:
+    """Write rows as JSONL to `path` atomically, counting the `None`s as skipped."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise RedlineError(f"{path} is a directory; pass a file path with -o")
@@ -113,7 +118,7 @@ def export(store: MemoryStore, format: str, path: Path) -> ExportReport:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in _WRITERS[format](store):
+            for row in items:
                 if row is None:
                     skipped += 1
                     continue

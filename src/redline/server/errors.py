@@ -3,19 +3,25 @@
 Clients (the openai SDK included) read `error.message` and map the HTTP status to an
 exception class, so every path -- our checks, library errors, unknown routes, bugs --
 answers in this one shape and never as HTML or a bare traceback.
+
+What a client reads names no server path, URL, stack frame or library exception: spec errors
+(about the client's own text) keep their message with path-like words masked; other library
+errors (a backend that failed, a bug) are named by kind only, and their detail goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from redline.errors import RedlineError
+from redline.errors import RedlineError, SpecError
 
 log = logging.getLogger("redline.server")
 
@@ -44,9 +50,38 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def from_redline(e: RedlineError) -> APIError:
-    """A library error (bad spec, unreachable backend) keeps its one-line message and http_status."""
-    return APIError(e.http_status, str(e), code=type(e).__name__)
+_URL = re.compile(r"\b[A-Za-z][\w+.-]*://[^\s'\"]+")
+_PATH = re.compile(r"(?<![\w<>])(?:~|\.{1,2})?(?:[/\\][^\s'\"/\\,;:()]+)+[/\\]?")
+
+
+def public_text(message: str) -> str:
+    """`message` with URLs and file paths masked, for a client to read."""
+    return _PATH.sub("<path>", _URL.sub("<url>", message))
+
+
+def from_redline(e: RedlineError, record: Any = None) -> APIError:
+    """A library error as a client sees it: a 4xx keeps its one-line message (paths masked); a 5xx
+    (a backend or other upstream that failed) is named by kind, with the detail in the server log only."""
+    if e.http_status < 500:
+        return APIError(e.http_status, public_text(str(e)), code=type(e).__name__)
+    log.warning("request %s: %s: %s", getattr(record, "id", "-"), type(e).__name__, e)
+    return APIError(e.http_status, f"{type(e).__name__}: a service this server relies on failed; the details are "
+                                   f"in the server's log{_request_ref(record)}", code=type(e).__name__)
+
+
+def spec_error(e: SpecError) -> APIError:
+    """A bad strategy spec in the request's `model` (or `redline`) field."""
+    return APIError(400, public_text(str(e)), "model", "invalid_strategy")
+
+
+def internal_error(record: Any) -> APIError:
+    """A bug, answered without its text (the server log has the traceback)."""
+    return APIError(500, f"internal error; see the server's log{_request_ref(record)}")
+
+
+def _request_ref(record: Any) -> str:
+    request_id = getattr(record, "id", None)
+    return f" (request {request_id})" if request_id else ""
 
 
 def _respond(request: Request, error: APIError) -> JSONResponse:
@@ -54,6 +89,38 @@ def _respond(request: Request, error: APIError) -> JSONResponse:
     if record is not None:
         record.error = error
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+class CatchBugs:
+    """Pure ASGI middleware: an unexpected exception becomes the 500 answer (its traceback goes to the
+    log) and the connection stays usable. Starlette's own handler for `Exception` re-raises after
+    answering, and uvicorn then closes the client's keep-alive connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:  # too late for an answer of our own
+                raise
+            record = scope.get("redline.record")
+            error = internal_error(record)
+            if record is not None:
+                record.error = error
+            await JSONResponse(error.body(), status_code=500)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -65,7 +132,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def redline_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, RedlineError)
-        return _respond(request, from_redline(e))
+        return _respond(request, from_redline(e, request.scope.get("redline.record")))
 
     async def validation_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, RequestValidationError)
@@ -78,12 +145,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"no route {request.method} {request.url.path}" if e.status_code in (404, 405) else str(e.detail)
         return _respond(request, APIError(e.status_code, message, headers=dict(e.headers or {})))
 
-    async def server_error(request: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _respond(request, APIError(500, f"internal error ({type(e).__name__}); see the server log"))
-
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RedlineError, redline_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, server_error)
+    app.add_middleware(CatchBugs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any, Awaitable, Callable, TypeVar
 
 from starlette.requests import Request
@@ -36,12 +37,48 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body += chunk
         if len(body) > max_bytes:
             raise too_large
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise APIError(400, f"malformed JSON body: {e}", code="invalid_json") from None
+    data = parse_json(bytes(body))
     if not isinstance(data, dict):
         raise APIError(400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise APIError(400, f"malformed JSON body: key {twice[:100]!r} appears twice in one object",
+                       code="invalid_json")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise APIError(400, f"malformed JSON body: {name} is not a JSON number", code="invalid_json")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise APIError(400, f"malformed JSON body: the number {text[:50]} is too large", code="invalid_json")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 text, no duplicated keys, no NaN/Infinity, numbers and nesting that
+    Python can hold; each violation is a 400 that quotes no library message."""
+    try:
+        data = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                          parse_float=_finite)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # lone surrogates (\ud800) are not UTF-8
+    except json.JSONDecodeError as e:
+        raise APIError(400, f"malformed JSON body: {e.msg} at line {e.lineno} column {e.colno}",
+                       code="invalid_json") from None
+    except UnicodeError:
+        raise APIError(400, "malformed JSON body: the text is not valid UTF-8", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "malformed JSON body: nested too deeply", code="invalid_json") from None
+    except ValueError:  # an integer with more digits than Python converts
+        raise APIError(400, "malformed JSON body: a number is too large", code="invalid_json") from None
     return data
 
 

@@ -32,6 +32,7 @@ class RequestRecord:
     stream: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
     error: "APIError | None" = None
     cancelled: bool = False
     latency_s: float = 0.0
@@ -51,6 +52,7 @@ class RequestRecord:
         usage = usage or {}
         self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.completion_tokens += int(usage.get("completion_tokens") or 0)
+        self.cached_prompt_tokens += int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
     def log_line(self) -> str:
         data = {"request_id": self.id, "method": self.method, "path": self.path, "status": self.status,

@@ -12,9 +12,12 @@ from redline.types import Result, Usage
 Kind = Literal["chat", "text"]
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage object; `prompt_tokens_details.cached_tokens` is the part of the prompt tokens
+    that prefix caches served (the backend's server's, or the local KV cache)."""
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens}}
 
 
 def total_of(results: Sequence[Result]) -> Usage:

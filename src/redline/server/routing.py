@@ -6,6 +6,10 @@ without '/' is a strategy on the server's backend model, or, when it names the s
 pass-through (so plain clients and chained servers work unchanged). With `extra_body={"redline":
 {"strategy": ..., "params": ...}}` the strategy comes from there and `model` is the backend
 model. The strategy `none` passes the request through to the backend unchanged.
+
+Specs from clients are checked by `redline.trust` before anything is built: they name verifiers
+the operator declared, never files, hub ids or code. Model names that are local paths are served
+but never shown to clients (`public_models`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from redline.server.errors import APIError
 from redline.server.schemas import ChatMessage, RedlineOptions
 from redline.spec import Component, parse_pipeline, split_top
 from redline.text import render
+from redline.trust import check_client_spec
 
 PASSTHROUGH = "none"
 
@@ -45,6 +50,11 @@ def served_models(runtime: Runtime) -> list[str]:
     return list(dict.fromkeys([runtime.backend.model, runtime.backend.name]))
 
 
+def public_models(runtime: Runtime) -> list[str]:
+    """The served model names a client may be told: local paths are left out (the backend's name stays)."""
+    return [m for m in served_models(runtime) if not m.startswith(("/", "~", ".")) and "\\" not in m]
+
+
 def strategy_names() -> list[str]:
     return [PASSTHROUGH, *STRATEGIES.names()]
 
@@ -58,15 +68,17 @@ def resolve_route(model: str, options: RedlineOptions | None, runtime: Runtime) 
             raise APIError(400, "redline.params needs redline.strategy", "redline.params")
         spec, backend_model = split_model(model)
     if backend_model and backend_model not in served_models(runtime):
-        raise APIError(400, f"model {backend_model!r} is not served here; use '<strategy>/<model>' with model "
-                            f"one of: {', '.join(served_models(runtime))}", "model", "model_not_found")
+        raise APIError(400, f"model {backend_model[:200]!r} is not served here; use '<strategy>/<model>' with "
+                            f"model one of: {', '.join(public_models(runtime))}", "model", "model_not_found")
     if spec.strip() == PASSTHROUGH or (not backend_model and spec in served_models(runtime)):
         return Route(None, PASSTHROUGH)
     components = parse_pipeline(spec, is_component_name)
     unknown = [c.name for c in components if not is_component_name(c.name)]
     if unknown:
-        raise SpecError(f"unknown strategy {unknown[0]!r} in model {model!r}; valid: {', '.join(strategy_names())} "
-                        "(as '<strategy>/<model>', e.g. 'cot/" + runtime.backend.model + "')")
+        example = f"cot/{public_models(runtime)[-1]}"
+        raise SpecError(f"unknown strategy {unknown[0]!r} in model {model[:200]!r}; valid: "
+                        f"{', '.join(strategy_names())} (as '<strategy>/<model>', e.g. {example!r})")
+    check_client_spec(spec, runtime.declared)
     return Route(spec, "+".join(c.name for c in components))
 
 

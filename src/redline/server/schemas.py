@@ -6,9 +6,9 @@ known ones are type-checked so a bad value is a 400 naming the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from redline.server.errors import APIError
 
@@ -35,12 +35,15 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
+ParamKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w{0,63}$")]  # a spec key, nothing to re-parse
+
+
 class RedlineOptions(BaseModel):
     """`extra_body={"redline": {...}}`: choose the strategy outside `model`, ask for the trace."""
 
     model_config = ConfigDict(extra="forbid")
     strategy: str | None = Field(None, min_length=1)
-    params: dict[str, Union[str, int, float, bool]] = Field(default_factory=dict)
+    params: dict[ParamKey, Union[str, int, float, bool]] = Field(default_factory=dict)
     trace: bool = False
 
 
@@ -52,7 +55,7 @@ class CompletionBase(_Open):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     stream: bool = False
     stream_options: StreamOptions | None = None
     redline: RedlineOptions | None = None

@@ -15,7 +15,7 @@ from redline.ledger import Budget, CallRecord
 from redline.loop import Solver, build_solver
 from redline.runtime import Runtime
 from redline.server import passthrough, streaming
-from redline.server.errors import APIError
+from redline.server.errors import APIError, spec_error
 from redline.server.limits import ClientDisconnected, ConcurrencyGate, Guard, check_limits, read_json
 from redline.server.metrics import Metrics
 from redline.server.record import RequestRecord
@@ -39,10 +39,11 @@ def plan_solvers(route: Route, runtime: Runtime, request: CompletionBase, settin
     """One solver per requested choice (seeds differ), each within its share of the token budget.
 
     The client's max_tokens caps every internal generation call; a spec may lower the token
-    budget (max_tokens_total=...) but not raise it above the server's.
+    budget (max_tokens_total=...) but not raise it above the server's. The runtime is marked as
+    serving clients, so every verifier spec is checked (`redline.trust`) before it is built.
     """
     assert route.spec is not None
-    base = replace(runtime, max_tokens=request.token_limit) if request.token_limit else runtime
+    base = replace(runtime, max_tokens=request.token_limit or runtime.max_tokens, clients=True)
     cap = settings.max_request_tokens // request.n if settings.max_request_tokens else None
     solvers = [build_solver(route.spec, replace(base, seed=base.seed + i), Budget(max_tokens_total=cap))
                for i in range(request.n)]
@@ -80,7 +81,7 @@ async def handle(request: Request, state: ServerState, kind: Kind) -> Response:
         record.strategy = route.label
         solvers = [] if route.passthrough else plan_solvers(route, state.runtime, req, settings)
     except SpecError as e:
-        raise APIError(400, str(e), "model", "invalid_strategy") from None
+        raise spec_error(e) from None
     builder = ResponseBuilder(kind, req.model)
     if route.passthrough:
         return await _passthrough(request, state, req, passthrough.forward_body(body), builder, record)

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Iterator, S
 
 from redline.errors import RedlineError
 from redline.ledger import CallRecord
-from redline.server.errors import APIError, from_redline
+from redline.server.errors import APIError, from_redline, internal_error
 from redline.server.limits import ClientDisconnected, Guard
 from redline.server.record import RequestRecord
 from redline.server.responses import ResponseBuilder
@@ -102,11 +102,11 @@ async def event_stream(chunks: AsyncIterator[bytes], record: RequestRecord, guar
         record.cancelled = True
         raise
     except (APIError, RedlineError) as e:
-        record.error = e if isinstance(e, APIError) else from_redline(e)
+        record.error = e if isinstance(e, APIError) else from_redline(e, record)
         yield sse(record.error.body())
-    except Exception as e:  # a bug: report it in-band, keep serving
+    except Exception:  # a bug: report it in-band, keep serving
         log.exception("error while streaming %s", record.path)
-        record.error = APIError(500, f"internal error ({type(e).__name__}); see the server log")
+        record.error = internal_error(record)
         yield sse(record.error.body())
     finally:
         guard.close()

@@ -11,6 +11,7 @@ from redline.ledger import Ledger, phase
 from redline.runtime import Runtime
 from redline.strategies.trace import Trace
 from redline.types import Candidate, Problem, Result, Solution
+from redline.verifiers import sanity
 from redline.verifiers.base import aggregate
 
 
@@ -50,12 +51,16 @@ class SolveContext:
         with phase(phase_name):
             return await self.runtime.backend.generate(request)
 
-    async def score(self, verifier: Any, question: str, solution: Solution, agg: str = "min") -> Candidate:
-        """Score a solution's steps (phase 'verify') and return it as a Candidate with its outcome score."""
+    async def score(self, verifier: Any, question: str, solution: Solution, agg: str = "min",
+                    complete: bool = True) -> Candidate:
+        """Score a solution's steps (phase 'verify'), apply the sanity rules (`complete` = False for a
+        partial prefix, which needs no final answer yet) and return it as a Candidate."""
         with phase("verify"):
-            scores = await verifier.score(question, solution.step_texts)
+            raw = await verifier.score(question, solution.step_texts)
+        scores, reasons = sanity.apply(solution, raw, complete)
         scored = solution.with_scores(scores) if solution.steps else solution
-        return Candidate(scored, score=aggregate(scores, agg))
+        value = sanity.outcome(scores, reasons, aggregate(scores, agg), getattr(verifier, "neutral", None))
+        return Candidate(scored, score=value, sanity=tuple(reasons))
 
     def propose(self, candidate: Candidate) -> None:
         """Offer a candidate as the answer so far; a budget stop returns the best one offered."""
@@ -90,8 +95,9 @@ class Strategy(Protocol):
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:
     """Compact trace form of a candidate."""
-    return {"answer": c.solution.answer, "score": c.score, "votes": c.votes, "origin": c.origin,
-            "steps": [{"text": s.text, "score": s.score} for s in c.solution.steps]}
+    d = {"answer": c.solution.answer, "score": c.score, "votes": c.votes, "origin": c.origin,
+         "steps": [{"text": s.text, "score": s.score} for s in c.solution.steps]}
+    return d | {"sanity": list(c.sanity)} if c.sanity else d
 
 
 def with_origin(c: Candidate, origin: str) -> Candidate:

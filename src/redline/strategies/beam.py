@@ -41,6 +41,7 @@ class BeamParams(Params):
 class Extension:
     steps: list[str]
     done: bool
+    truncated: bool = False  # the last step hit the step token limit
 
 
 class BeamSearch:
@@ -61,7 +62,8 @@ class BeamSearch:
         for depth in range(p.max_depth):
             extensions = await self.extend(ctx, problem, active, per_prefix=p.n if depth == 0 else p.width, depth=depth)
             scored = await score_all(ctx, self.verifier, problem,
-                                     [Solution.from_text(join_steps(e.steps)) for e in extensions], p.agg,
+                                     [Solution.from_text(join_steps(e.steps), "length" if e.truncated else None)
+                                      for e in extensions], p.agg,
                                      origin=f"beam depth {depth + 1}", propose=False)
             ranked = sorted(zip(scored, extensions), key=lambda ce: ce[0].score or 0.0, reverse=True)
             finished = [c for c, e in ranked if e.done]
@@ -100,7 +102,7 @@ class BeamSearch:
                         out.append(Extension(prefix, True))
                     continue
                 text = await refine_step(ctx, problem, prefix, draft.text)
-                out.append(Extension(prefix + [text], draft.done or is_final(text)))
+                out.append(Extension(prefix + [text], draft.done or is_final(text), draft.truncated))
         return out
 
 

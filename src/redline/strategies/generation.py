@@ -25,6 +25,8 @@ _FINAL = re.compile(r"answer is|\\boxed|####", re.IGNORECASE)
 class StepDraft:
     text: str
     done: bool
+    tokens: int = 0  # completion tokens the step cost
+    truncated: bool = False  # cut by the token limit, not by the step delimiter or end of sequence
 
 
 def prefix_text(steps: Sequence[str]) -> str:
@@ -49,7 +51,8 @@ async def next_steps(ctx: SolveContext, problem: Problem, steps: Sequence[str], 
     drafts = []
     for c in await ctx.generate(request, phase_name):
         body = c.text.strip()
-        drafts.append(StepDraft(f"{label} {body}".strip(), done=not body or is_final(body)))
+        drafts.append(StepDraft(f"{label} {body}".strip(), done=not body or is_final(body),
+                                tokens=c.completion_tokens, truncated=c.finish_reason == "length"))
     return drafts
 
 
@@ -63,15 +66,17 @@ async def refine_step(ctx: SolveContext, problem: Problem, prior_steps: Sequence
 async def _solve_stepwise(ctx: SolveContext, problem: Problem, prefix_steps: Sequence[str], temperature: float,
                           phase_name: str, seed: int, messages: Sequence[Message] | None) -> Solution:
     steps = list(prefix_steps)
+    truncated = False
     for depth in range(MAX_STEPS):
         draft = (await next_steps(ctx, problem, steps, 1, temperature, phase_name, seed + depth, messages))[0]
         if not draft.text or draft.text.endswith(":") and draft.done:
             break
         text = await refine_step(ctx, problem, steps, draft.text)
         steps.append(text)
+        truncated = truncated or draft.truncated
         if draft.done or is_final(text):
             break
-    return Solution.from_text(join_steps(steps))
+    return Solution.from_text(join_steps(steps), "length" if truncated else None)
 
 
 async def sample_solutions(ctx: SolveContext, problem: Problem, n: int = 1, temperature: float = 0.0,
@@ -88,4 +93,5 @@ async def sample_solutions(ctx: SolveContext, problem: Problem, n: int = 1, temp
         messages=list(messages or solve_messages(problem.question, ctx.guidance)), prefix=prefix, n=n,
         temperature=temperature, max_tokens=max_tokens or ctx.runtime.max_tokens, seed=seed,
     )
-    return [Solution.from_text(prefix + c.text) for c in await ctx.generate(request, phase_name)]
+    completions = await ctx.generate(request, phase_name)
+    return [Solution.from_text(prefix + c.text, c.finish_reason) for c in completions]

@@ -12,9 +12,11 @@ from redline.types import Candidate, Problem, Solution
 
 async def score_all(ctx: SolveContext, verifier: Any, problem: Problem, solutions: Sequence[Solution],
                     agg: str, origin: str = "sample", propose: bool = True) -> list[Candidate]:
-    """Score every solution (phase 'verify') and return them as Candidates in order; propose each
-    unless they are partial (beam prefixes)."""
-    scored = await asyncio.gather(*(ctx.score(verifier, problem.question, s, agg) for s in solutions))
+    """Score every solution (phase 'verify', sanity rules applied) and return them as Candidates in
+    order; propose each unless they are partial (`propose=False`: beam and MCTS prefixes, which
+    are not held to the final-answer rule)."""
+    scored = await asyncio.gather(*(ctx.score(verifier, problem.question, s, agg, complete=propose)
+                                    for s in solutions))
     candidates = [replace(c, origin=origin) for c in scored]
     if propose:
         for c in candidates:

@@ -3,7 +3,9 @@
 Soft labels (the fraction of rollouts that reached the gold answer) are fitted exactly with
 logistic regression by giving each step two weighted rows: label 1 with weight p and label
 0 with weight 1 - p, which is the cross-entropy against p. A held-out share of the
-solutions (split by solution, not by step) gives an honest validation AUROC.
+solutions (split by solution, not by step) gives an honest validation AUROC. The fitted
+scikit-learn pipeline is written as plain coefficients (`verifiers.learned.write_model_file`),
+never pickled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from redline.errors import RedlineError
 from redline.verifiers.features import FEATURE_VERSION, stack, step_features
-from redline.verifiers.learned import FORMAT
+from redline.verifiers.learned import write_model_file
 from redline.train.records import LabeledSolution
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ class TrainReport:
     seconds: float
 
 
-def _dataset(records: Sequence[LabeledSolution]) -> tuple["sp.csr_matrix", np.ndarray]:
+def step_dataset(records: Sequence[LabeledSolution]) -> tuple["sp.csr_matrix", np.ndarray]:
     """One feature row and one target per labelled step."""
     rows, targets = [], []
     for record in records:
@@ -76,11 +78,15 @@ def fit(x: "sp.csr_matrix", y: np.ndarray, c: float = 1.0, seed: int = 0) -> Any
     return model
 
 
+def coefficients(model: Any) -> tuple[np.ndarray, float]:
+    """(coef, intercept) of a `fit` pipeline, the scaler folded in: (x / scale) . w == x . (w / scale)."""
+    scaler, regression = model.named_steps["maxabsscaler"], model.named_steps["logisticregression"]
+    return regression.coef_[0] / scaler.scale_, float(regression.intercept_[0])
+
+
 def train(records: Sequence[LabeledSolution], output: str | Path, c: float = 1.0, val_fraction: float = 0.2,
           seed: int = 0) -> TrainReport:
-    """Fit the learned verifier on `records` and write it to `output` (one joblib file)."""
-    import joblib
-
+    """Fit the learned verifier on `records` and write it to `output` (one safetensors file)."""
     if not 0 <= val_fraction < 1:
         raise RedlineError(f"validation fraction must be in [0, 1), got {val_fraction}")
     t0 = time.perf_counter()
@@ -94,15 +100,13 @@ def train(records: Sequence[LabeledSolution], output: str | Path, c: float = 1.0
     if targets <= {0.0} or targets <= {1.0}:
         raise RedlineError("the labels hold only one class (every step right, or every step wrong); "
                            "label more problems or use data with planted errors")
-    x, y = _dataset(fit_on)
+    x, y = step_dataset(fit_on)
     model = fit(x, y, c, seed)
-    xv, yv = _dataset(val)
+    xv, yv = step_dataset(val)
     report = TrainReport(solutions=len(fit_on), steps=len(y), positive_share=float((y >= 0.5).mean()),
                          train_auroc=_auroc(model, x, y), val_auroc=_auroc(model, xv, yv),
                          seconds=time.perf_counter() - t0)
-    output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump({"format": FORMAT, "feature_version": FEATURE_VERSION, "model": model,
-                 "trained_on": report.solutions, "steps": report.steps, "val_auroc": report.val_auroc,
-                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}, output)
+    write_model_file(output, *coefficients(model), {
+        "trained_on": report.solutions, "steps": report.steps, "val_auroc": report.val_auroc, "c": c, "seed": seed,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     return report

@@ -56,7 +56,8 @@ class ReadResult:
     bad_lines: list[tuple[int, str]]  # (line number, reason)
 
 
-def _record(row: dict[str, Any], number: int) -> LabeledSolution:
+def parse_record(row: dict[str, Any], number: int) -> LabeledSolution:
+    """One labelled record from a parsed JSONL row; ValueError says what does not fit."""
     question = row.get("question", row.get("problem"))
     steps = row.get("steps")
     if not isinstance(question, str) or not question.strip():
@@ -91,7 +92,7 @@ def read_labeled(path: str | Path) -> ReadResult:
             bad.append((number, row))
             continue
         try:
-            records.append(_record(row, number))
+            records.append(parse_record(row, number))
         except ValueError as e:
             bad.append((number, str(e)))
     if not records:

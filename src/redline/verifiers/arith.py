@@ -358,6 +358,7 @@ class ArithVerifier:
 
     def __init__(self, params: ArithParams | None = None) -> None:
         self.params = params or ArithParams()
+        self.neutral = self.params.neutral  # "no claim checked": the sanity rules cap all-neutral solutions
 
     def score_sync(self, steps: Sequence[str]) -> list[float]:
         p = self.params

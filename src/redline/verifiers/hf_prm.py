@@ -8,9 +8,15 @@ Two input formats:
   `<extra_0>` separator after each step; a two-class head gives P(correct) at each separator.
 
 Steps (and the question) are sanitised: the tag text is removed from them, so the model sees
-exactly one tag per step. Tag positions come from the tokenizer's character offsets, so a
-tokenizer that merges the tag with a neighbour still yields the right position. The model
-loads once per runtime, on GPU when one is present; `trust_remote_code` is off unless asked.
+exactly one tag per step. A step is read at the token holding the tag's last character, found
+through the tokenizer's character offsets: a tokenizer that merges the tag with a neighbour, or
+splits it (SmolLM2's byte-level BPE writes `ки` as 'Ġк' + 'и'), still yields the position whose
+next-token logits follow the whole tag. The model loads once per runtime, on GPU when one is
+present; `trust_remote_code` is off unless asked.
+
+A PEFT adapter folder (adapter_config.json, as `redline train prm` writes) loads through the
+local backend's `load_model`, which merges the LoRA into the base it names; its format is
+math-shepherd.
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ class LoadedPrm:
 def _resolve(path: str) -> str:
     local = Path(path).expanduser()
     if local.exists():
-        if not (local / "config.json").is_file():
-            raise RedlineError(f"hf-prm: {local} has no config.json; pass a transformers model directory")
+        if not (local / "config.json").is_file() and not is_adapter(local):
+            raise RedlineError(f"hf-prm: {local} has neither config.json nor adapter_config.json; "
+                               "pass a transformers model directory or a PEFT adapter folder")
         return str(local)
     if _HUB_ID.match(path) and not path.startswith((".", "/", "~")):
         return path
@@ -77,8 +84,28 @@ def detect_format(config: Any, tokenizer: Any) -> str:
     raise RedlineError("hf-prm: cannot tell the model's format; pass format=math-shepherd or format=qwen-prm")
 
 
+def is_adapter(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def _load_adapter(source: str, params: HfPrmParams) -> LoadedPrm:
+    """A LoRA PRM from `redline train prm`: merged into its base by the local backend's loader."""
+    from redline.backends.local import load_model
+    from redline.errors import BackendError
+
+    if params.format == "qwen-prm":
+        raise RedlineError("hf-prm: an adapter folder is a math-shepherd PRM (a causal LM), not qwen-prm")
+    try:
+        lm = load_model(source)
+    except BackendError as e:
+        raise RedlineError(f"hf-prm: cannot load {params.path!r}: {e}") from None
+    return LoadedPrm(lm.model, lm.tokenizer, "math-shepherd", lm.device)
+
+
 def load_prm(params: HfPrmParams) -> LoadedPrm:
     source = _resolve(params.path)  # before the slow imports, so a bad path fails fast
+    if is_adapter(Path(source)):
+        return _load_adapter(source, params)
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification, \
         AutoTokenizer
@@ -120,7 +147,7 @@ def _clean(text: str, tag: str) -> str:
 
 
 def build_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
-    """The model's input text and the character offset of each step's tag in it."""
+    """The model's input text and the character offset of the last character of each step's tag."""
     tag = MATH_SHEPHERD_TAG if fmt == "math-shepherd" else QWEN_SEPARATOR
     steps = [_clean(s, tag) for s in steps]
     question = _clean(question, tag)
@@ -128,7 +155,7 @@ def build_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str]) -
         text, offsets = f"{question} ", []
         for i, step in enumerate(steps):
             text += f"{step} "
-            offsets.append(len(text))
+            offsets.append(len(text) + len(tag) - 1)
             text += tag + ("\n" if i < len(steps) - 1 else "")
         return text, offsets
     body = "".join(f"{s}{tag}" for s in steps)
@@ -142,17 +169,39 @@ def build_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str]) -
     offsets, pos = [], start
     for step in steps:
         pos += len(step)
-        offsets.append(pos)
+        offsets.append(pos + len(tag) - 1)
         pos += len(tag)
     return text, offsets
 
 
 def token_positions(offset_mapping: Sequence[tuple[int, int]], char_positions: Sequence[int]) -> list[int | None]:
-    """Index of the token covering each character position (None when it was cut off)."""
+    """Index of the last token covering each character position (None when it was cut off); the
+    last, because a byte-level tokenizer may spread one character over several tokens."""
     out: list[int | None] = []
     for char in char_positions:
-        out.append(next((i for i, (a, b) in enumerate(offset_mapping) if a <= char < b), None))
+        covering = [i for i, (a, b) in enumerate(offset_mapping) if a <= char < b]
+        out.append(covering[-1] if covering else None)
     return out
+
+
+def label_ids(tokenizer: Any) -> tuple[int, int]:
+    """The token ids of '+' and '-' whose logits give a step's score, as the Math-Shepherd
+    reference takes them: the ids of "+ -". `redline train prm` trains these same ids."""
+    ids = tokenizer.encode(f"{GOOD} {BAD}", add_special_tokens=False)
+    if len(ids) != 2:
+        raise RedlineError(f"hf-prm: the tokenizer splits '{GOOD} {BAD}' into {len(ids)} tokens, not 2; "
+                           "not a Math-Shepherd model?")
+    return ids[0], ids[1]
+
+
+def encode_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str],
+                 max_length: int) -> tuple[list[int], list[int | None]]:
+    """Token ids of the model's input and each step's read position (None past `max_length`);
+    shared by scoring and by `redline train prm`, so training and scoring read the same token."""
+    text, chars = build_input(fmt, tokenizer, question, steps)
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=fmt == "math-shepherd", truncation=True,
+                    max_length=max_length)
+    return list(enc["input_ids"]), token_positions(enc["offset_mapping"], chars)
 
 
 class HfPrmVerifier:
@@ -161,12 +210,9 @@ class HfPrmVerifier:
     def __init__(self, loaded: LoadedPrm, params: HfPrmParams) -> None:
         self.loaded = loaded
         self.params = params
-        if loaded.format == "math-shepherd":  # as the Math-Shepherd reference code: the ids in "+ -"
-            ids = loaded.tokenizer.encode(f"{GOOD} {BAD}", add_special_tokens=False)
-            if len(ids) != 2:
-                raise RedlineError(f"hf-prm: the tokenizer splits '{GOOD} {BAD}' into {len(ids)} tokens, not 2; "
-                                   "not a Math-Shepherd model?")
-            self.good_id, self.bad_id = ids
+        self.neutral = params.neutral  # steps past max_length; the sanity rules cap all-neutral solutions
+        if loaded.format == "math-shepherd":
+            self.good_id, self.bad_id = label_ids(loaded.tokenizer)
 
     def score_sync(self, question: str, steps: Sequence[str]) -> list[float]:
         import torch
@@ -174,12 +220,13 @@ class HfPrmVerifier:
         if not steps:
             return []
         lm = self.loaded
-        text, chars = build_input(lm.format, lm.tokenizer, question, steps)
-        enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=lm.format == "math-shepherd",
-                           truncation=True, max_length=self.params.max_length, return_tensors="pt")
-        positions = token_positions(enc.pop("offset_mapping")[0].tolist(), chars)
+        ids, positions = encode_input(lm.format, lm.tokenizer, question, steps, self.params.max_length)
+        kept = sorted({p for p in positions if p is not None})
+        only_tags = lm.format == "math-shepherd" and bool(kept)  # a causal LM's vocabulary head, at the tags only
+        extra = {"logits_to_keep": torch.tensor(kept, device=lm.device)} if only_tags else {}
+        row = {p: i if only_tags else p for i, p in enumerate(kept)}
         with torch.inference_mode():
-            out = lm.model(input_ids=enc["input_ids"].to(lm.device), attention_mask=enc["attention_mask"].to(lm.device))
+            out = lm.model(input_ids=torch.tensor([ids], device=lm.device), **extra)
         logits = (out.logits if hasattr(out, "logits") else out[0])[0].float()
         if lm.format == "math-shepherd":
             pair = logits[:, [self.good_id, self.bad_id]]
@@ -189,7 +236,7 @@ class HfPrmVerifier:
         if any(p is None for p in positions):
             warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
                           "steps past the cut get the neutral score", stacklevel=2)
-        return [self.params.neutral if p is None else clamp01(probs[p]) for p in positions]
+        return [self.params.neutral if p is None else clamp01(probs[row[p]]) for p in positions]
 
     async def score(self, question: str, steps: Sequence[str]) -> list[float]:
         return await run_async(self.score_sync, question, list(steps))

@@ -8,6 +8,14 @@ Two ways to read the critic:
 - `text`: one call per solution asks for "Step k: correct|incorrect" lines, which are parsed.
 `auto` uses logprobs and falls back to text for a backend that returns none.
 A malformed critic output yields the neutral score and a warning, never an exception.
+
+Calibration (`calibrate=reference`, logprobs mode): a small model's P(Yes) is biased, and the
+bias depends on where the step sits (the 135M judge says No to nearly every step 1). So each
+step is also compared with a content-free reference step ('N/A') at the same position, after
+the same earlier steps, and scored sigmoid(logit P(Yes | step) - logit P(Yes | reference)):
+0.5 means "as credible as saying nothing". This is contextual calibration (Zhao et al., 2021,
+"Calibrate Before Use"). Unlike a fitted threshold it changes the ranking, not just the cut.
+It costs one more call per distinct prefix (cached like the step verdicts).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ _STEP_MARKER = re.compile(r"^\s*(?:\*\*)?\s*step\s*\d+\s*[:.)]\s*(?:\*\*)?\s*", 
 _VERDICT = re.compile(r"step\s*(\d+)\s*(?:is|:|-|–|—)?\s*\**\s*(correct|incorrect|wrong|right)\b", re.IGNORECASE)
 _FIRST_WRONG = re.compile(r"first\s+incorrect\s+step\s*(?:is|:)?\s*\**\s*(\d+|none)", re.IGNORECASE)
 _CACHE_LIMIT = 20000
+REFERENCE_STEP = "N/A"
+_EPS = 1e-4
 
 
 class JudgeMalformed(UserWarning):
@@ -47,6 +57,8 @@ class JudgeParams(Params):
     neutral: float = Field(0.5, ge=0, le=1, description="score when the critic's verdict cannot be read")
     max_tokens: int = Field(160, ge=8, le=4096, description="most tokens of a text-mode critique")
     max_step_chars: int = Field(1500, ge=50, description="longer steps are shortened in the prompt (head ... tail)")
+    calibrate: Literal["none", "reference"] = Field("none", description="reference = score each step against a "
+                                                    "content-free step at the same position (one more call per prefix)")
 
 
 def plain_step(text: str, limit: int) -> str:
@@ -89,6 +101,12 @@ def parse_verdicts(text: str, n_steps: int, neutral: float) -> list[float] | Non
     return [neutral if s is None else s for s in scores]
 
 
+def calibrated(p: float, reference: float) -> float:
+    """sigmoid(logit p - logit reference): P(Yes) relative to the content-free step's."""
+    p, reference = (min(1 - _EPS, max(_EPS, x)) for x in (p, reference))
+    return 1 / (1 + (1 - p) / p * reference / (1 - reference))
+
+
 def _malformed(what: str) -> None:
     warnings.warn(JudgeMalformed(what), stacklevel=3)
     log.warning("%s", what)
@@ -101,28 +119,49 @@ class JudgeVerifier:
         self.runtime = runtime
         self.params = params or JudgeParams()
         self.mode = self.params.mode
+        self.neutral = self.params.neutral  # unreadable verdicts; the sanity rules cap all-neutral solutions
         self._cache: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._reference: dict[tuple[str, tuple[str, ...]], float | None] = {}
 
     def _system(self) -> dict[str, str]:
         return {"role": "system", "content": render("judge_system")}
+
+    async def _ask(self, question: str, previous: Sequence[str], step: str) -> Completion:
+        """One 'Is Step k correct?' call (phase 'verify'), answered with verdict logprobs."""
+        limit = self.params.max_step_chars
+        user = render("judge_step", question=question, previous=[plain_step(s, limit) for s in previous],
+                      number=len(previous) + 1, step=plain_step(step, limit))
+        request = GenerationRequest(messages=[self._system(), {"role": "user", "content": user}],
+                                    max_tokens=3, temperature=0.0, logprobs=5, seed=self.runtime.seed)
+        with phase("verify"):
+            return (await self.runtime.backend.generate(request))[0]
+
+    async def _reference_score(self, question: str, previous: Sequence[str]) -> float | None:
+        """P(Yes) for the content-free step after `previous` (cached per prefix; None if unreadable)."""
+        key = (question, tuple(previous))
+        if key not in self._reference:
+            self._reference[key] = verdict_probability(await self._ask(question, previous, REFERENCE_STEP))
+        return self._reference[key]
 
     async def _step_score(self, question: str, steps: Sequence[str], k: int) -> float | None:
         key = (question, tuple(steps[: k + 1]))
         if key in self._cache:
             return self._cache[key]
-        limit = self.params.max_step_chars
-        user = render("judge_step", question=question, previous=[plain_step(s, limit) for s in steps[:k]],
-                      number=k + 1, step=plain_step(steps[k], limit))
-        request = GenerationRequest(messages=[self._system(), {"role": "user", "content": user}],
-                                    max_tokens=3, temperature=0.0, logprobs=5, seed=self.runtime.seed)
-        with phase("verify"):
-            completion = (await self.runtime.backend.generate(request))[0]
+        completion = await self._ask(question, steps[:k], steps[k])
         if completion.logprobs is None:
             return None
         p = verdict_probability(completion)
         if p is None:
             _malformed(f"judge gave no Yes/No verdict for step {k + 1} (said {completion.text!r}); neutral score")
             return self.params.neutral
+        if self.params.calibrate == "reference":
+            reference = await self._reference_score(question, steps[:k])
+            if reference is None:
+                _malformed(f"judge gave no Yes/No verdict for the reference step {k + 1}; uncalibrated score")
+            else:
+                p = calibrated(p, reference)
+        if len(self._reference) >= _CACHE_LIMIT:
+            self._reference.clear()
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = p

@@ -1,0 +1,74 @@
+"""Key/value states of recent prompts, so a call that resends a known prefix computes only the rest.
+
+StepCo resends the question and the kept steps with every revision; beam and MCTS resend the
+shared path with every expansion. The local backend keeps the attention keys and values of
+recent prompts (one row each) and, for a new prompt, starts from the longest stored prefix of
+its tokens. Least recently used entries are dropped first once their bytes pass the bound; an
+entry that a newer one extends is dropped at once, since the newer one serves it too.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+Layers = list[tuple[Any, Any]]  # per layer: (keys, values), each [1, heads, tokens, head_dim]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _nbytes(layers: Layers) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
+class PrefixCache:
+    """A least-recently-used store of per-prompt KV states, bounded by `max_bytes`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[int, ...], tuple[Layers, int]] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, ids: Sequence[int]) -> tuple[int, Layers | None]:
+        """(tokens reused, their KV states) for the longest stored prefix of `ids`, leaving at
+        least the last token of `ids` to compute; (0, None) on a miss."""
+        best, best_key = 0, None
+        for key in self._entries:
+            n = min(common_prefix(key, ids), len(ids) - 1)
+            if n > best:
+                best, best_key = n, key
+        if best_key is None:
+            return 0, None
+        self._entries.move_to_end(best_key)
+        layers = self._entries[best_key][0]
+        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in layers]
+
+    def store(self, ids: Sequence[int], layers: Layers) -> None:
+        """Keep the KV states of `ids` (the tensors are kept as given: callers must not write to them)."""
+        key = tuple(ids)
+        if not key or any(len(old) >= len(key) and old[: len(key)] == key for old in self._entries):
+            return  # an entry already holds this prefix
+        size = _nbytes(layers)
+        if size > self.max_bytes:
+            return
+        for old in [old for old in self._entries if key[: len(old)] == old]:
+            self._drop(old)
+        self._entries[key] = (layers, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        _, size = self._entries.pop(key)
+        self.bytes -= size

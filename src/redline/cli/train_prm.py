@@ -1,0 +1,61 @@
+"""`redline train prm`: a Math-Shepherd process reward model (LoRA) that `--verifier hf-prm:DIR` loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from redline.cli.common import console
+
+
+def prm(
+    data: Annotated[list[Path], typer.Argument(help="JSONL files: TRL stepwise supervision (prompt, completions, labels) or redline labelled records (`verifier plant`, `verifier label`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write (PEFT adapter + README.md model card).")] = Path("adapters/prm"),
+    base: Annotated[str, typer.Option("--base", help="Base causal LM: 'smollm2-135m' (embedded, default), a .gguf file or an HF model directory.")] = "smollm2-135m",
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Passes over the data.")] = 1.0,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (linear decay to 0).")] = 2e-4,
+    rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank (alpha = 2 x rank).")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Solutions per optimiser step.")] = 8,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Longer inputs are cut; their later steps are left out.")] = 512,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of solutions held out for the before/after step AUROC.")] = 0.1,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many optimiser steps (> 0; for smoke runs).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the data order and the LoRA init.")] = 0,
+    top_layers: Annotated[int, typer.Option("--top-layers", min=0, help="LoRA on the last N decoder layers only (0 = all); fewer is faster on CPU.")] = 8,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.1, help="Stop training after this much wall time, then evaluate and save.")] = None,
+) -> None:
+    """Train a process reward model: a LoRA that puts '+' or '-' after each step tag (Math-Shepherd format)."""
+    from redline.backends.local import resolve_model_path
+    from redline.errors import RedlineError
+    from redline.train.card import invocation
+    from redline.train.data import file_sha256
+    from redline.train.prm import PrmSettings, read_stepwise, train_prm, write_card
+
+    resolve_model_path(base)  # a bad base fails before the slow imports
+    examples, sources = [], []
+    for path in data:
+        rows, bad = read_stepwise(path)
+        for number, reason in bad[:20]:
+            console.print(f"[yellow]skipped[/yellow] {path}:{number}: {reason}", highlight=False)
+        if len(bad) > 20:
+            console.print(f"[yellow]... and {len(bad) - 20} more bad lines[/yellow]")
+        examples += rows
+        sources.append((path, len(rows), file_sha256(path)))
+    if not examples:
+        raise RedlineError("no usable training rows in " + ", ".join(str(p) for p in data))
+    settings = PrmSettings(epochs=epochs, lr=lr, rank=rank, batch_size=batch_size, max_length=max_length,
+                           val_fraction=val_fraction, seed=seed, max_steps=max_steps if max_steps > 0 else -1,
+                           top_layers=top_layers, max_minutes=max_minutes)
+    report = train_prm(examples, base, out, settings, lambda line: console.print(line, highlight=False))
+    write_card(out, base, sources, settings, report, invocation())
+    auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    console.print(f"trained on {report.examples} solutions / {report.steps} steps ({report.optimiser_steps} "
+                  f"optimiser steps, {report.seen} solutions seen) in {report.seconds:.0f}s; "
+                  f"held-out step AUROC {auc(report.val_auroc_before)} -> {auc(report.val_auroc_after)} -> {out}",
+                  highlight=False)
+    console.print(f"use it with --verifier hf-prm:{out}", highlight=False)
+
+
+def register(train_app: typer.Typer) -> None:
+    train_app.command("prm")(prm)

@@ -1,0 +1,78 @@
+"""Prefix reuse in the local backend: the store's rules, and hits that give the same tokens as
+cold calls on the embedded model (greedy and sampled, one and several samples)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from redline.backends.base import GenerationRequest
+from redline.backends.prefix_cache import PrefixCache, common_prefix
+from redline.ledger import Ledger, use_ledger
+from redline.text import solve_messages
+
+
+def kv(tokens: int, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.full((1, 1, tokens, 4), float(i)), torch.full((1, 1, tokens, 4), float(-i))) for i in range(layers)]
+
+
+def test_lookup_takes_the_longest_stored_prefix_and_leaves_one_token():
+    cache = PrefixCache(1 << 20)
+    cache.store([1, 2, 3], kv(3))
+    cache.store([1, 2, 9, 9, 9], kv(5))
+    reused, layers = cache.lookup([1, 2, 9, 9, 7])
+    assert reused == 4 and layers is not None and layers[0][0].shape[2] == 4
+    assert cache.lookup([1, 2, 9, 9, 9])[0] == 4  # the whole prompt cached: its last token is still fed
+    assert cache.lookup([5, 6]) == (0, None)
+    assert common_prefix([1, 2, 3], [1, 2]) == 2
+
+
+def test_an_extending_entry_replaces_its_prefix_and_bytes_stay_bounded():
+    one = 2 * 2 * 4 * 4  # bytes per token: 2 layers x (keys + values) x 4 floats x 4 bytes
+    cache = PrefixCache(10 * one)
+    cache.store([1, 2], kv(2))
+    cache.store([1, 2, 3, 4], kv(4))
+    assert len(cache) == 1 and cache.bytes == 4 * one  # [1, 2] is served by [1, 2, 3, 4]
+    cache.store([1, 2, 3], kv(3))
+    assert len(cache) == 1  # already held
+    cache.store([7, 7, 7, 7], kv(4))
+    cache.store([8, 8, 8, 8], kv(4))  # 12 tokens > 10: the least recently used goes
+    assert len(cache) == 2 and cache.bytes == 8 * one and cache.lookup([1, 2, 3, 4, 5]) == (0, None)
+    cache.store(list(range(20)), kv(20))  # larger than the bound: not kept
+    assert cache.bytes == 8 * one
+
+
+@pytest.fixture()
+def backend(local_backend):
+    inner = local_backend.inner
+    saved = inner.prefix_cache
+    yield inner
+    inner.prefix_cache = saved
+
+
+QUESTION = "A farmer has 12 cows and buys 7 more, then sells 5. How many cows does he have now?"
+
+
+def request(prefix: str, **kw) -> GenerationRequest:
+    return GenerationRequest(messages=solve_messages(QUESTION), prefix=prefix, max_tokens=24,
+                             stop=("\nStep ",), **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=0.0), dict(temperature=0.8, n=3, seed=11)])
+async def test_prefix_hits_give_the_same_tokens_as_cold_calls(backend, kw):
+    from redline.backends.prefix_cache import PrefixCache
+
+    first = request("Step 1: 12 + 7 = 19 cows.\n\nStep 2:", **kw)
+    second = request("Step 1: 12 + 7 = 19 cows.\n\nStep 2: 19 - 5 = 14 cows.\n\nStep 3:", **kw)
+    backend.prefix_cache = None
+    cold = [await backend.generate(r) for r in (first, second)]
+    backend.prefix_cache = PrefixCache(64 << 20)
+    with use_ledger(Ledger()):
+        warm = [await backend.generate(r) for r in (first, second)]
+    assert [[c.text for c in call] for call in warm] == [[c.text for c in call] for call in cold]
+    assert [c.completion_tokens for c in warm[1]] == [c.completion_tokens for c in cold[1]]
+    assert warm[0][0].cached_tokens == 0  # nothing was cached yet
+    prompt_tokens = warm[1][0].prompt_tokens
+    assert 0.7 * prompt_tokens < warm[1][0].cached_tokens < prompt_tokens  # all of the first prompt but its end
+    # the other samples share the first row's prefill: only the last prompt token is theirs
+    assert all(c.cached_tokens == c.prompt_tokens - 1 for call in warm for c in call[1:])

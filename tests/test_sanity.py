@@ -1,0 +1,98 @@
+"""The sanity rules every strategy applies: hand-written cases, the two garbage solutions that used to
+pass (issue 13), and the rules at work inside stepco and bon with the real arith verifier."""
+
+from __future__ import annotations
+
+import pytest
+
+from redline.ledger import Ledger
+from redline.loop import build_solver
+from redline.strategies.base import SolveContext
+from redline.strategies.generation import sample_solutions
+from redline.strategies.scoring import score_all
+from redline.types import Problem, Solution
+from redline.verifiers.arith import ArithVerifier
+from redline.verifiers.sanity import UNVERIFIED, loops, solution_problems, step_problems
+from tests.conftest import scripted_runtime
+
+Q = Problem("Tom has 2 boxes of 3 apples and eats 1. How many are left?", answer="5")
+PARROT = "Step 2 is probably wrong: it answers the question. The answer is 4."
+LABELS = "Step 1: Step 2: Step 3: … Step 78: Step 7"
+LABELS_FULL = " ".join(f"Step {i}:" for i in range(1, 79)) + " Step 7"
+GOOD = "Step 1: 2*3=6 apples.\n\nStep 2: 6-1=5 apples. The answer is 5."
+
+
+def test_step_rules_on_hand_written_cases():
+    steps = ["Step 1: 2*3 = 6 apples.", "Step 2:", "**Step 3:** ...", "Step 4: 2*3 = 6 apples.",
+             "Step 5: so she has 5 apples, so she has 5 apples, so she has 5 apples", "Step 6: $5 + $5 + $5 = $15, so 15 - 1 = 14.",
+             "Step 7: The answer is 14."]
+    assert step_problems(steps) == [None, "empty: no content beyond a step label",
+                                    "empty: no content beyond a step label", "repeats step 1", "loops on an n-gram",
+                                    None, None]
+    assert loops("7 7 7 7 7 7 7 7 7 7 7 7 7")
+    assert not loops("she buys 3 apples at $2 each and 3 pears at $2 each, so 3 * 2 + 3 * 2 = 12 dollars")
+
+
+def test_solution_rules_truncation_and_final_answer():
+    cut = Solution.from_text("Step 1: 2*3=6 apples. The answer is 6", finish_reason="length")
+    assert solution_problems(cut) == ["truncated: cut off by the token limit"]
+    answerless = Solution.from_text("Step 1: Tom eats some apples.")
+    assert solution_problems(answerless) == ["no answer: no parseable final answer"]
+    assert solution_problems(answerless, complete=False) == []  # a beam/MCTS prefix needs no answer yet
+    assert solution_problems(Solution.from_text(GOOD)) == []
+
+
+async def score(text: str, complete: bool = True, finish_reason: str | None = None):
+    runtime = scripted_runtime(["unused"])
+    ctx = SolveContext(runtime=runtime, ledger=Ledger(strategy="t"), strategy="t")
+    solution = Solution.from_text(text, finish_reason)
+    return (await score_all(ctx, ArithVerifier(), Q, [solution], "min", propose=complete))[0]
+
+
+async def test_the_two_garbage_solutions_no_longer_pass_with_arith():
+    parrot = await score(PARROT)  # arith: no claim anywhere, neutral 0.6 -> unverified, capped below theta
+    assert parrot.solution.scores == [pytest.approx(0.6)] and parrot.score == UNVERIFIED < 0.5
+    assert parrot.sanity == ()
+    for text in (LABELS, LABELS_FULL):  # one step of nothing but labels (its answer '7' is the last number)
+        labels = await score(text)
+        assert labels.score == 0.0 and labels.solution.scores == [0.0]
+        assert labels.sanity == ("step 1 empty: no content beyond a step label",)
+    verified = await score(GOOD)
+    assert verified.score == pytest.approx(0.95) and verified.sanity == ()
+
+
+async def test_truncated_and_answerless_solutions_score_zero_at_their_last_step():
+    cut = await score(GOOD, finish_reason="length")
+    assert cut.score == 0.0 and cut.solution.scores == [pytest.approx(0.95), 0.0]
+    assert cut.sanity == ("truncated: cut off by the token limit",)
+    prefix = await score("Step 1: 2*3=6 apples.", complete=False)
+    assert prefix.score == pytest.approx(0.95) and prefix.sanity == ()
+    assert (await score("Step 1: 2*3=6 apples.\n\nStep 2: so Tom has some left.")).score > 0  # last number: 6
+    assert (await score("Step 1: Tom eats an apple.")).score == 0.0
+
+
+async def test_stepco_revises_the_parroted_revision_instead_of_accepting_it():
+    runtime = scripted_runtime([PARROT, "Step 1: 2*3=6 apples.\n\nStep 2: 6-1=5. The answer is 5."], seed=1)
+    result = await build_solver("stepco:verifier=arith", runtime).solve(Q)
+    generate, revise, stop = (n for n in result.trace["children"] if n["kind"] in ("generate", "revise", "stop"))
+    assert generate["score"] == UNVERIFIED and revise["score"] == pytest.approx(0.95)
+    assert "accepted" in stop["reason"] and result.answer == "5"
+
+
+async def test_bon_never_picks_garbage_and_the_trace_says_why():
+    script = [LABELS_FULL, "Step 1: 6 apples.\n\nStep 2: 6 apples.", "Step 1: 2*3=6 apples. The answer is 6",
+              GOOD.replace("6-1=5", "6-1=4").replace("is 5", "is 4")]
+    result = await build_solver("bon:n=4,verifier=arith", scripted_runtime(script, seed=1)).solve(Q)
+    scored = [n for n in result.trace["children"] if n["kind"] == "scored"]
+    assert [n.get("sanity") for n in scored] == [["step 1 empty: no content beyond a step label"],
+                                                 ["step 2 repeats step 1"], None, None]
+    assert [n["score"] for n in scored][:2] == [0.0, 0.0]
+    assert result.answer == "6"  # verified (0.95) beats the refuted one (0.02) and both garbage ones (0)
+
+
+async def test_sample_solutions_threads_the_token_limit_from_the_real_model(local_runtime):
+    ctx = SolveContext(runtime=local_runtime, ledger=Ledger(strategy="t"), strategy="t")
+    (cut,) = await sample_solutions(ctx, Q, max_tokens=4)
+    assert cut.finish_reason == "length"
+    candidate = await ctx.score(ArithVerifier(), Q.question, cut)
+    assert candidate.score == 0.0 and "truncated: cut off by the token limit" in candidate.sanity
