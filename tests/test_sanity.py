@@ -20,6 +20,9 @@ PARROT = "Step 2 is probably wrong: it answers the question. The answer is 4."
 LABELS = "Step 1: Step 2: Step 3: … Step 78: Step 7"
 LABELS_FULL = " ".join(f"Step {i}:" for i in range(1, 79)) + " Step 7"
 GOOD = "Step 1: 2*3=6 apples.\n\nStep 2: 6-1=5 apples. The answer is 5."
+# The revision `make demo` accepted at 0.60 (issue 13): a true claim in step 1, then a parroted step with another answer.
+DEMO_REVISION = ("Natalia sold 20 clips in April, and she sold 10 clips in May. So, she sold\n20 / 10 = 2 clips in May.\n"
+                 "The answer is 2.\n\n" + PARROT)
 
 
 def test_step_rules_on_hand_written_cases():
@@ -59,6 +62,14 @@ async def test_the_two_garbage_solutions_no_longer_pass_with_arith():
         assert labels.sanity == ("step 1 empty: no content beyond a step label",)
     verified = await score(GOOD)
     assert verified.score == pytest.approx(0.95) and verified.sanity == ()
+
+
+async def test_a_solution_stating_two_different_answers_scores_zero():
+    demo = await score(DEMO_REVISION)
+    assert demo.solution.answer == "4" and demo.solution.scores[0] == pytest.approx(0.95)  # step 1's claim is true
+    assert demo.score == 0.0 and demo.sanity == ("conflicting answers: '2' then '4'",)
+    restated = await score(GOOD + " So the answer is 5 apples.")  # the same answer twice is no conflict
+    assert restated.sanity == () and restated.score == pytest.approx(0.95)
 
 
 async def test_truncated_and_answerless_solutions_score_zero_at_their_last_step():

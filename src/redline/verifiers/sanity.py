@@ -8,7 +8,10 @@ catch the garbage that used to pass, and score it 0:
 - `loop`: a step that loops on an n-gram (some 4-gram three times, covering half its words);
 - `truncated`: the solution was cut off by the token limit (finish_reason 'length');
 - `no answer`: a complete solution with no parseable final answer (partial prefixes, as
-  beam and MCTS score them, are exempt).
+  beam and MCTS score them, are exempt);
+- `conflicting answers`: the solution states two different final answers ('... The answer is 2.'
+  then 'Step 2 is probably wrong: it answers the question. The answer is 4.', a revision that
+  `make demo` once accepted because its only checkable claim, in the first step, was true).
 
 A zeroed step scores 0; a solution-level failure zeroes its last step (so StepCo rewrites from
 there); any failure makes the outcome 0.
@@ -28,12 +31,14 @@ import re
 from collections import Counter
 from typing import Sequence
 
+from redline.text import answers_equal, extract_answer
 from redline.types import Solution
 
 UNVERIFIED = 0.49
 LOOP_N, LOOP_REPEATS, LOOP_COVERAGE = 4, 3, 0.5
 _LABEL = re.compile(r"(?:\*\*)?\s*\bstep\s*\d+\s*[:.)]?\s*(?:\*\*)?", re.IGNORECASE)
 _WORD = re.compile(r"\w+|[^\w\s]")
+_STATES_ANSWER = re.compile(r"answer\s*(?:is|:)|\\boxed|####", re.IGNORECASE)
 
 
 def step_body(text: str) -> str:
@@ -80,13 +85,29 @@ def step_problems(steps: Sequence[str]) -> list[str | None]:
     return out
 
 
+def stated_answers(text: str) -> list[str]:
+    """Every final answer the text states, one per line that states one, in order."""
+    found = (extract_answer(line) for line in text.splitlines() if _STATES_ANSWER.search(line))
+    return [a for a in found if a is not None]
+
+
+def conflicting_answers(text: str) -> tuple[str, str] | None:
+    """The first two stated answers that are not equivalent, if any."""
+    answers = stated_answers(text)
+    return next(((answers[0], a) for a in answers[1:] if not answers_equal(answers[0], a)), None)
+
+
 def solution_problems(solution: Solution, complete: bool = True) -> list[str]:
-    """Whole-solution failures: cut off by the token limit; no final answer (complete solutions only)."""
+    """Whole-solution failures: cut off by the token limit; no final answer (complete solutions only);
+    two different final answers."""
     out = []
     if solution.finish_reason == "length":
         out.append("truncated: cut off by the token limit")
     if complete and solution.answer is None:
         out.append("no answer: no parseable final answer")
+    conflict = conflicting_answers(solution.text)
+    if conflict is not None:
+        out.append(f"conflicting answers: {conflict[0]!r} then {conflict[1]!r}")
     return out
 
 
