@@ -25,7 +25,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from redline.bench.datasets import read_dataset  # noqa: E402
-from redline.bench.grading import _groups  # noqa: E402  (answer clusters, as eval groups them)
+from redline.bench.grading import answer_groups  # noqa: E402
 from redline.bench.metrics import majority_curve, paired_comparison, wilson_interval  # noqa: E402
 from redline.text import extract_answer  # noqa: E402
 from redline.train.evaluate import grade  # noqa: E402
@@ -66,7 +66,7 @@ def _sampled_figures(record: dict) -> tuple[float, float]:
     """(maj@k correct count, coverage@k correct count) over the problems."""
     maj = cov = 0.0
     for texts, correct in zip(record["texts"], record["correct"]):
-        groups = _groups([extract_answer(t) for t in texts])
+        groups = answer_groups([extract_answer(t) for t in texts])
         maj += majority_curve(list(zip(groups, correct)))[-1]
         cov += any(correct)
     return maj, cov

@@ -173,3 +173,14 @@ def test_bad_input_is_one_line_and_exit_2(case, tiny_base, files, tmp_path, monk
     assert code == 2 and len(err.splitlines()) == 1 and expect in err, err
     if case == "bad lines":
         assert "line 4" in err
+
+
+def test_bad_pair_lines_are_one_error_naming_their_line_numbers(tmp_path):
+    from redline.errors import RedlineError
+    from redline.train.dpo import read_pairs
+
+    good = {"prompt": "Q?\n\n", "chosen": "Step 1: 2 + 2 = 4.", "rejected": "Step 1: 2 + 2 = 5."}
+    path = _write_jsonl(tmp_path / "pairs.jsonl", [good, "{not json", good, {"prompt": "Q?", "chosen": "x", "rejected": "x"}])
+    with pytest.raises(RedlineError, match=r"2 bad data line\(s\): line 2: .*; line 4: 'chosen' and 'rejected' are the same"):
+        read_pairs(path)
+    assert len(read_pairs(_write_jsonl(tmp_path / "ok.jsonl", [good, good]))) == 2

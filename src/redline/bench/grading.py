@@ -34,7 +34,8 @@ class Grade:
     candidates: tuple[GradedCandidate, ...]
 
 
-def _groups(answers: list[str | None]) -> list[int | None]:
+def answer_groups(answers: list[str | None]) -> list[int | None]:
+    """Each answer's cluster index (answers equal by math equivalence share one); None for no answer."""
     representatives: list[str] = []
     out: list[int | None] = []
     for a in answers:
@@ -61,6 +62,6 @@ def grade(result: Result, gold: str | None) -> Grade:
     answers = [c.solution.answer for c in result.candidates]
     candidates = tuple(
         GradedCandidate(a, correct(a), g, c.votes, c.score, c.origin)
-        for a, g, c in zip(answers, _groups(answers), result.candidates)
+        for a, g, c in zip(answers, answer_groups(answers), result.candidates)
     )
     return Grade(gradable, correct(result.answer), candidates)

@@ -14,13 +14,15 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from redline.bench.datasets import DatasetError, read_dataset
 from redline.errors import RedlineError
 from redline.jsonl import iter_jsonl_objects
 from redline.memory.stepbank import gold_steps, step_body
 from redline.text import solve_messages
+
+T = TypeVar("T")
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _SPACE = re.compile(r"\s+")
@@ -99,18 +101,24 @@ def _is_chat_file(path: Path) -> bool:
     return first is not None and "messages" in first
 
 
-def _read_chat(path: Path) -> list[Example]:
-    examples, bad = [], []
+def read_jsonl_rows(path: Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """`parse` applied to every object line of a JSONL file; any bad line (unreadable, or `parse`
+    raised ValueError) makes one error that names the line numbers, so training data is exact."""
+    rows, bad = [], []
     for number, row in iter_jsonl_objects(path):
         try:
             if isinstance(row, str):
                 raise ValueError(row)
-            examples.append(_chat_example(row))
+            rows.append(parse(row))
         except ValueError as e:
             bad.append((f"line {number}", str(e)))
     if bad:
         raise _bad_lines(path, bad)
-    return examples
+    return rows
+
+
+def _read_chat(path: Path) -> list[Example]:
+    return read_jsonl_rows(path, _chat_example)
 
 
 def _read_problems(path: Path) -> list[Example]:

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline.errors import RedlineError
-from redline.jsonl import iter_jsonl_objects
 from redline.train.adapters import Base, TrainSettings, load_base, lora_config, resume_point, run_record, \
     save_adapter, trainer_kwargs
 from redline.train.card import write_card
-from redline.train.data import file_sha256
+from redline.train.data import file_sha256, read_jsonl_rows
 from redline.train.progress import ProgressCallback, StopOnInterrupt
 from redline.train.sft import TrainResult, run_trainer
 
@@ -50,17 +49,7 @@ def read_pairs(path: Path) -> list[StepPair]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise RedlineError(f"no such data file: {path}")
-    pairs, bad = [], []
-    for number, row in iter_jsonl_objects(path):
-        try:
-            if isinstance(row, str):
-                raise ValueError(row)
-            pairs.append(_pair(row))
-        except ValueError as e:
-            bad.append(f"line {number}: {e}")
-    if bad:
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise RedlineError(f"{path}: {len(bad)} bad data line(s): {'; '.join(bad[:5])}{more}; fix or remove them")
+    pairs = read_jsonl_rows(path, _pair)
     if not pairs:
         raise RedlineError(f"{path}: the data file is empty")
     return pairs
