@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import httpx
-import pytest
 import uvicorn
 
 from redline.backends.base import GenerationRequest, LedgeredBackend

@@ -42,6 +42,35 @@ def test_an_extending_entry_replaces_its_prefix_and_bytes_stay_bounded():
     assert cache.bytes == 8 * one
 
 
+def test_entries_serve_only_their_own_scope():
+    cache = PrefixCache(1 << 20)
+    cache.store([1, 2, 3], kv(3), scope="cot")
+    assert cache.lookup([1, 2, 3, 4], scope="bon:n=4") == (0, None)
+    cache.store([1, 2], kv(2), scope="bon:n=4")  # not swallowed by the longer entry of another scope
+    assert len(cache) == 2
+    assert cache.lookup([1, 2, 3, 4], scope="cot")[0] == 3 and cache.lookup([1, 2, 3, 4], scope="bon:n=4")[0] == 2
+
+
+async def test_eval_runs_each_strategy_in_its_own_scope(tmp_path):
+    from redline.backends.prefix_cache import SCOPE
+    from redline.bench.runner import run_eval
+    from redline.types import Problem
+    from tests.conftest import scripted_runtime
+
+    runtime = scripted_runtime(["Step 1: 2+2=4. The answer is 4."])
+    inner, scopes = runtime.backend.inner, []
+    original = inner.generate
+
+    async def generate(request):  # record the scope each strategy's calls run in
+        scopes.append(SCOPE.get())
+        return await original(request)
+
+    inner.generate = generate
+    await run_eval(tmp_path / "run", [Problem("What is 2+2?", answer="4", id="p1")], "cot,sc:n=2", runtime,
+                   concurrency=1)
+    assert set(scopes) == {"cot", "sc:n=2"} and SCOPE.get() == ""
+
+
 @pytest.fixture()
 def backend(local_backend):
     inner = local_backend.inner

@@ -101,6 +101,24 @@ async def test_bon_never_picks_garbage_and_the_trace_says_why():
     assert result.answer == "6"  # verified (0.95) beats the refuted one (0.02) and both garbage ones (0)
 
 
+async def test_solve_output_says_why_candidates_were_zeroed():
+    from rich.console import Console
+
+    from redline.cli.render import print_result
+
+    script = [LABELS_FULL, "Step 1: 6 apples.\n\nStep 2: 6 apples.", GOOD]
+    result = await build_solver("bon:n=3,verifier=arith", scripted_runtime(script, seed=1)).solve(Q)
+    console = Console(record=True, width=200)
+    print_result(result, console)
+    text = console.export_text()
+    assert "zeroed because" in text and "step 1 empty: no content beyond a step label" in text
+    assert "step 2 repeats step 1" in text and "zeroed by the sanity rules" not in text  # the chosen one is clean
+    lone = await build_solver("bon:n=1,verifier=arith", scripted_runtime([DEMO_REVISION], seed=1)).solve(Q)
+    console = Console(record=True, width=200)
+    print_result(lone, console)  # one candidate: no table, so the reason is printed under the steps
+    assert "zeroed by the sanity rules: conflicting answers: '2' then '4'" in console.export_text()
+
+
 async def test_sample_solutions_threads_the_token_limit_from_the_real_model(local_runtime):
     ctx = SolveContext(runtime=local_runtime, ledger=Ledger(strategy="t"), strategy="t")
     (cut,) = await sample_solutions(ctx, Q, max_tokens=4)

@@ -226,6 +226,24 @@ async def test_beam_stops_at_the_depth_limit():
     assert len(result.solution.steps) == 3
 
 
+async def test_beam_holds_finished_beams_to_the_final_answer_rule():
+    def script(request, i: int) -> str:
+        if request.prefix == "Step 1:":
+            return [" some pears.", " 2*3=6 boxes.", " x", " y"][i]
+        return "" if "pears" in request.prefix else " so the answer is 5."  # "": the model ends the sequence
+
+    def score(question: str, i: int, step: str) -> float:
+        return next((v for word, v in (("pears", 0.95), ("boxes", 0.9), ("answer", 0.6)) if word in step), 0.1)
+
+    solver, _, _ = setup("beam:n=4,width=2,verifier=scripted", script, score)
+    result = await solver.solve(Q)
+    finished = nodes(result.trace, "depth")[1]["finished"]
+    answerless = [c for c in finished if c["answer"] is None]
+    assert answerless and all(c["score"] == 0.0 and c["sanity"] == ["no answer: no parseable final answer"]
+                              for c in answerless)
+    assert result.answer == "5"  # the 0.95 beam that ended without an answer no longer wins
+
+
 class MarkingStepProvider:
     """A step-level provider (like BoostStep) that tags each step it rewrites."""
 

@@ -93,3 +93,14 @@ def test_one_class_labels_are_one_line_and_exit_2(tiny_base, tmp_path):
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "only one class" in errors[0] and "Traceback" not in run.stderr
+
+
+def test_training_on_dev_questions_is_refused(tiny_base, tmp_path):
+    trl, _ = write_data(tmp_path)
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"question": QUESTION, "answer": "6"}) + "\n")
+    run = subprocess.run([REDLINE, "train", "prm", str(trl), "--base", str(tiny_base), "--dev", str(dev),
+                          "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert run.returncode == 2 and len(errors) == 1 and "in the dev set" in errors[0], run.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything was written

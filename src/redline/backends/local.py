@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from redline.backends.base import Completion, GenerationRequest, TokenLogprob, truncate_at_stop
-from redline.backends.prefix_cache import PrefixCache
+from redline.backends.prefix_cache import SCOPE, PrefixCache
 from redline.compute import run_async, run_sync
 from redline.errors import BackendError
 
@@ -132,9 +132,13 @@ def _load(source: ModelSource) -> LoadedModel:
     lm = AutoModelForCausalLM.from_pretrained(source.directory, dtype=torch.float32 if device == "cpu" else "auto",
                                               **kwargs)
     if source.adapter is not None:
+        import warnings
+
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, str(source.adapter)).merge_and_unload()
+        with warnings.catch_warnings():  # PEFT calls a transformers method renamed in v5; nothing to act on
+            warnings.filterwarnings("ignore", ".*gradient_checkpointing.* is deprecated", FutureWarning)
+            lm = PeftModel.from_pretrained(lm, str(source.adapter)).merge_and_unload()
     lm = lm.to(device)
     lm.eval()
     if tokenizer.pad_token_id is None:
@@ -179,9 +183,9 @@ class LocalBackend:
         return text + request.prefix
 
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        return await run_async(self._generate_sync, request)
+        return await run_async(self._generate_sync, request, SCOPE.get())  # the compute thread has no context
 
-    def _generate_sync(self, request: GenerationRequest) -> list[Completion]:
+    def _generate_sync(self, request: GenerationRequest, scope: str = "") -> list[Completion]:
         import torch
 
         lm = self.loaded
@@ -210,7 +214,7 @@ class LocalBackend:
             if self.prefix_cache is None:
                 out, cached = lm.model.generate(**inputs, **gen_kwargs), 0
             else:
-                out, cached = self._generate_from_prefix(inputs["input_ids"], gen_kwargs)
+                out, cached = self._generate_from_prefix(inputs["input_ids"], gen_kwargs, scope)
         latency = time.perf_counter() - t0
         # Each completion is billed the whole prompt; cached is what its row did not compute: the reused
         # prefix for the first row, all but the last prompt token for the rows that share its prefill.
@@ -222,8 +226,8 @@ class LocalBackend:
             completions += [copy] * (request.n - 1)
         return completions
 
-    def _generate_from_prefix(self, input_ids: Any, gen_kwargs: dict[str, Any]) -> tuple[Any, int]:
-        """`generate` that starts from the longest cached prefix of the prompt. The rest of the
+    def _generate_from_prefix(self, input_ids: Any, gen_kwargs: dict[str, Any], scope: str) -> tuple[Any, int]:
+        """`generate` that starts from the longest prefix of the prompt cached in `scope`. The rest of the
         prompt but its last token is computed once (one row, not one per sample) and cached;
         the rows then decode from copies of that state. Returns (output, prompt tokens reused)."""
         import torch
@@ -232,11 +236,11 @@ class LocalBackend:
         assert self.prefix_cache is not None
         model = self.loaded.model
         ids = input_ids[0].tolist()
-        reused, layers = self.prefix_cache.lookup(ids)
+        reused, layers = self.prefix_cache.lookup(ids, scope)
         cache = DynamicCache(ddp_cache_data=layers, config=model.config)
         if len(ids) - 1 > reused:
             model(input_ids=input_ids[:, reused:-1], cache=cache, use_cache=True, logits_to_keep=1)
-        self.prefix_cache.store(ids[:-1], [(layer.keys, layer.values) for layer in cache.layers])
+        self.prefix_cache.store(ids[:-1], [(layer.keys, layer.values) for layer in cache.layers], scope)
         rows = gen_kwargs["num_return_sequences"]
         if rows > 1:
             cache.batch_repeat_interleave(rows)  # new tensors: the stored ones stay untouched

@@ -5,14 +5,20 @@ shared path with every expansion. The local backend keeps the attention keys and
 recent prompts (one row each) and, for a new prompt, starts from the longest stored prefix of
 its tokens. Least recently used entries are dropped first once their bytes pass the bound; an
 entry that a newer one extends is dropped at once, since the newer one serves it too.
+
+Entries belong to a scope (`SCOPE`, empty by default) and serve only lookups in the same scope:
+`redline eval` sets the strategy key around each solve, so a strategy never starts from prefixes
+that another strategy computed on the same problem, and their tokens and wall times stay comparable.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Any, Sequence
 
 Layers = list[tuple[Any, Any]]  # per layer: (keys, values), each [1, heads, tokens, head_dim]
+SCOPE: ContextVar[str] = ContextVar("redline_prefix_cache_scope", default="")
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -34,18 +40,18 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[int, ...], tuple[Layers, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], tuple[Layers, int]] = OrderedDict()
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, ids: Sequence[int]) -> tuple[int, Layers | None]:
-        """(tokens reused, their KV states) for the longest stored prefix of `ids`, leaving at
-        least the last token of `ids` to compute; (0, None) on a miss."""
+    def lookup(self, ids: Sequence[int], scope: str = "") -> tuple[int, Layers | None]:
+        """(tokens reused, their KV states) for the longest prefix of `ids` stored in `scope`, leaving
+        at least the last token of `ids` to compute; (0, None) on a miss."""
         best, best_key = 0, None
         for key in self._entries:
-            n = min(common_prefix(key, ids), len(ids) - 1)
+            n = min(common_prefix(key[1], ids), len(ids) - 1) if key[0] == scope else 0
             if n > best:
                 best, best_key = n, key
         if best_key is None:
@@ -54,21 +60,23 @@ class PrefixCache:
         layers = self._entries[best_key][0]
         return best, [(k[:, :, :best], v[:, :, :best]) for k, v in layers]
 
-    def store(self, ids: Sequence[int], layers: Layers) -> None:
-        """Keep the KV states of `ids` (the tensors are kept as given: callers must not write to them)."""
+    def store(self, ids: Sequence[int], layers: Layers, scope: str = "") -> None:
+        """Keep the KV states of `ids` in `scope` (the tensors are kept as given: callers must not write
+        to them)."""
         key = tuple(ids)
-        if not key or any(len(old) >= len(key) and old[: len(key)] == key for old in self._entries):
+        same_scope = [old for old_scope, old in self._entries if old_scope == scope]
+        if not key or any(len(old) >= len(key) and old[: len(key)] == key for old in same_scope):
             return  # an entry already holds this prefix
         size = _nbytes(layers)
         if size > self.max_bytes:
             return
-        for old in [old for old in self._entries if key[: len(old)] == old]:
-            self._drop(old)
-        self._entries[key] = (layers, size)
+        for old in [old for old in same_scope if key[: len(old)] == old]:
+            self._drop((scope, old))
+        self._entries[(scope, key)] = (layers, size)
         self.bytes += size
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
-    def _drop(self, key: tuple[int, ...]) -> None:
+    def _drop(self, key: tuple[str, tuple[int, ...]]) -> None:
         _, size = self._entries.pop(key)
         self.bytes -= size

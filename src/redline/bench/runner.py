@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from redline.backends.prefix_cache import SCOPE as PREFIX_SCOPE
 from redline.bench.grading import grade
 from redline.bench.store import ResultStore
 from redline.errors import RedlineError, SpecError
@@ -122,6 +123,7 @@ async def _worker(pending: Iterator[tuple[Problem, str]], solvers: dict[str, Sol
                   runtime: Runtime, tallies: dict[str, Tally], on_update: OnUpdate | None) -> None:
     for problem, key in pending:  # a shared generator: each pair goes to exactly one worker
         tally = tallies[key]
+        PREFIX_SCOPE.set(key)  # a strategy reuses only prefixes it computed itself
         try:
             result = await solvers[key].solve(problem)
         except Exception as e:  # one failing solve must not sink the run; it is stored and retried on rerun

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import import_module
 
-import typer
+# No tqdm bars on the terminal (the GGUF dequantiser draws one at every model load): commands print
+# their own progress lines. tqdm reads this once, when first imported, so it is set before any import.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
-from redline.errors import RedlineError
+import typer  # noqa: E402
+
+from redline.errors import RedlineError  # noqa: E402
 
 app = typer.Typer(
     name="redline",

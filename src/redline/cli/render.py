@@ -23,6 +23,9 @@ def print_result(result: Result, console: Console) -> None:
         for i, step in enumerate(result.solution.steps, 1):
             tag = f"[{score_style(step.score)}]{step.score:.2f}[/]" if step.score is not None else "  - "
             console.print(f" {tag} {escape(step.text)}", highlight=False)
+    chosen = next((c for c in result.candidates if c.solution == result.solution), None)
+    if chosen is not None and chosen.sanity:
+        console.print(f"[red]zeroed by the sanity rules:[/red] {escape('; '.join(chosen.sanity))}", highlight=False)
     for event in _revisions(result.trace):
         console.print(f"[magenta]revision[/magenta] {escape(event)}", highlight=False)
     if len(result.candidates) > 1:
@@ -52,15 +55,18 @@ def _stop_reason(trace: dict[str, Any]) -> str | None:
 
 
 def candidates_table(result: Result) -> Table:
-    """Every candidate the strategy weighed: origin, answer, outcome score, votes; the chosen one marked."""
+    """Every candidate the strategy weighed: origin, answer, outcome score, votes, and why the sanity
+    rules zeroed it (when they zeroed any); the chosen one marked."""
     table = Table(title="candidates", show_edge=False)
-    for col in ("", "origin", "answer", "score", "votes", "steps"):
-        table.add_column(col, justify="left" if col in ("origin", "answer") else "right")
+    zeroed = any(c.sanity for c in result.candidates)
+    for col in ("", "origin", "answer", "score", "votes", "steps") + (("zeroed because",) if zeroed else ()):
+        table.add_column(col, justify="left" if col in ("origin", "answer", "zeroed because") else "right")
     chosen = result.solution.text if result.solution is not None else None
     for c in result.candidates:
         score = f"[{score_style(c.score)}]{c.score:.2f}[/]" if c.score is not None else "-"
+        why = (escape("; ".join(c.sanity)),) if zeroed else ()
         table.add_row("*" if c.solution.text == chosen else "", c.origin, escape(str(c.solution.answer)), score,
-                      f"{c.votes:g}" if c.votes else "", str(len(c.solution.steps)))
+                      f"{c.votes:g}" if c.votes else "", str(len(c.solution.steps)), *why)
     return table
 
 

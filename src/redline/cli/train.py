@@ -146,10 +146,16 @@ def rft(
 
 
 def _quiet() -> None:
-    """No per-map progress bars from `datasets` (the training progress line says enough)."""
+    """No per-map progress bars from `datasets` (the training progress line says enough), and none of
+    the warnings that say nothing to act on: PEFT looks for a config.json beside the base, which a
+    GGUF base has not, at every checkpoint; transformers renames `gradient_checkpointing`."""
+    import warnings
+
     import datasets
 
     datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message="Could not find a config file in")
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 
 def _done(result: "TrainResult") -> None:

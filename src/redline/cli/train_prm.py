@@ -14,6 +14,7 @@ def prm(
     data: Annotated[list[Path], typer.Argument(help="JSONL files: TRL stepwise supervision (prompt, completions, labels) or redline labelled records (`verifier plant`, `verifier label`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Adapter folder to write (PEFT adapter + README.md model card).")] = Path("adapters/prm"),
     base: Annotated[str, typer.Option("--base", help="Base causal LM: 'smollm2-135m' (embedded, default), a .gguf file or an HF model directory.")] = "smollm2-135m",
+    dev: Annotated[Optional[Path], typer.Option("--dev", help="Held-out evaluation set: training refuses solutions to its questions.")] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Passes over the data.")] = 1.0,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (linear decay to 0).")] = 2e-4,
     rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank (alpha = 2 x rank).")] = 16,
@@ -29,7 +30,7 @@ def prm(
     from redline.backends.local import resolve_model_path
     from redline.errors import RedlineError
     from redline.train.card import invocation
-    from redline.train.data import file_sha256
+    from redline.train.data import check_no_overlap, file_sha256
     from redline.train.prm import PrmSettings, read_stepwise, train_prm, write_card
 
     resolve_model_path(base)  # a bad base fails before the slow imports
@@ -44,6 +45,7 @@ def prm(
         sources.append((path, len(rows), file_sha256(path)))
     if not examples:
         raise RedlineError("no usable training rows in " + ", ".join(str(p) for p in data))
+    check_no_overlap([e.prompt for e in examples], dev)
     settings = PrmSettings(epochs=epochs, lr=lr, rank=rank, batch_size=batch_size, max_length=max_length,
                            val_fraction=val_fraction, seed=seed, max_steps=max_steps if max_steps > 0 else -1,
                            top_layers=top_layers, max_minutes=max_minutes)

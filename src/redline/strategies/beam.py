@@ -18,7 +18,7 @@ from redline.registry import STRATEGIES, Params
 from redline.runtime import Runtime
 from redline.strategies.base import SolveContext, candidate_dict
 from redline.strategies.generation import is_final, next_steps, refine_step
-from redline.strategies.scoring import score_all
+from redline.strategies.scoring import score_paths
 from redline.strategies.voting import score_vote, tally, votes_dict, winner, with_group_votes
 from redline.text import join_steps
 from redline.types import Candidate, Problem, Result, Solution
@@ -61,16 +61,14 @@ class BeamSearch:
         stop = f"max_depth={p.max_depth} reached"
         for depth in range(p.max_depth):
             extensions = await self.extend(ctx, problem, active, per_prefix=p.n if depth == 0 else p.width, depth=depth)
-            scored = await score_all(ctx, self.verifier, problem,
-                                     [Solution.from_text(join_steps(e.steps), "length" if e.truncated else None)
-                                      for e in extensions], p.agg,
-                                     origin=f"beam depth {depth + 1}", propose=False)
+            scored = await score_paths(ctx, self.verifier, problem,
+                                       [Solution.from_text(join_steps(e.steps), "length" if e.truncated else None)
+                                        for e in extensions], [e.done for e in extensions], p.agg,
+                                       origin=f"beam depth {depth + 1}")
             ranked = sorted(zip(scored, extensions), key=lambda ce: ce[0].score or 0.0, reverse=True)
             finished = [c for c, e in ranked if e.done]
             kept = [(c, e) for c, e in ranked if not e.done][: self.keep]
             unfinished = [c for c, _ in kept]
-            for c in finished:
-                ctx.propose(c)
             pool += finished
             ctx.trace.child("depth", depth=depth + 1, finished=[candidate_dict(c) for c in finished],
                             kept=[candidate_dict(c) for c in unfinished],

@@ -7,7 +7,7 @@ A node is one step; the root is the bare question. Each simulation:
    down to a node not yet expanded;
 2. expand: draw `k` next steps in one call (`n=k`, stopping at the step delimiter); drop
    duplicates (the same step as a sibling) and truncated steps (cut by the token limit);
-3. evaluate: the verifier scores each child's whole path (through `score_all`, so the shared
+3. evaluate: the verifier scores each child's whole path (through `score_paths`, so the shared
    sanity rules apply); that score is the child's first visit. A terminal child (an answer
    line, or `max_depth` reached) is worth its score when it has a parseable answer, else 0
    (a path cut at `max_depth` has none: the last number of a step is not an answer);
@@ -53,7 +53,7 @@ from redline.registry import STRATEGIES, Params
 from redline.runtime import Runtime
 from redline.strategies.base import SolveContext
 from redline.strategies.generation import StepDraft, is_final, next_steps, refine_step
-from redline.strategies.scoring import score_all
+from redline.strategies.scoring import score_paths
 from redline.strategies.voting import score_vote, tally, votes_dict, winner, with_group_votes
 from redline.text import answers_equal, join_steps
 from redline.text.steps import strip_step_labels
@@ -235,7 +235,9 @@ class MCTS:
         kept = novel(drafts, leaf.children)
         texts = [await refine_step(ctx, problem, leaf.steps, d.text) for d in kept]
         finals = [d.done or is_final(t) for d, t in zip(kept, texts)]
-        scored = await self.score(ctx, problem, [leaf.steps + [t] for t in texts], finals)
+        scored = await score_paths(ctx, self.verifier, problem, [Solution.from_text(join_steps(leaf.steps + [t]))
+                                                                 for t in texts], finals, p.agg,
+                                   origin=f"mcts depth {leaf.depth + 1}")
         gold = problem.answer if p.reward == "gold" else None
         for draft, text, final, cand in zip(kept, texts, finals, scored):
             child = Node(text, leaf, score=cand.score or 0.0, tokens=draft.tokens,
@@ -245,28 +247,14 @@ class MCTS:
             backup(child, terminal_value(child, gold) if child.terminal else child.score)
         if not kept and drafts and all(d.done and not d.truncated for d in drafts) and leaf.parent is not None:
             # The model ended the sequence: this path is the whole solution, now held to the final-answer rule.
-            (cand,) = await self.score(ctx, problem, [leaf.steps], [True])
+            (cand,) = await score_paths(ctx, self.verifier, problem, [Solution.from_text(join_steps(leaf.steps))],
+                                        [True], p.agg, origin=f"mcts depth {leaf.depth}")
             leaf.terminal, leaf.candidate, leaf.score = True, cand, cand.score or 0.0
             leaf.answer = cand.solution.answer
             backup(leaf, terminal_value(leaf, gold))
         elif not kept:
             leaf.exhausted = True
         leaf.expand_tokens += ctx.ledger.total().total_tokens - before
-
-    async def score(self, ctx: SolveContext, problem: Problem, paths: list[list[str]],
-                    final: list[bool]) -> list[Candidate]:
-        """Score paths in order; finished ones as complete solutions (sanity's final-answer rule
-        applies, and each is proposed as the answer so far), the others as partial prefixes."""
-        out: list[Candidate | None] = [None] * len(paths)
-        for complete in (True, False):
-            idx = [i for i, f in enumerate(final) if f == complete]
-            if idx:
-                cands = await score_all(ctx, self.verifier, problem, [Solution.from_text(join_steps(paths[i]))
-                                                                      for i in idx], self.params.agg,
-                                        origin=f"mcts depth {len(paths[idx[0]])}", propose=complete)
-                for i, c in zip(idx, cands):
-                    out[i] = c
-        return [c for c in out if c is not None]
 
     def finish(self, ctx: SolveContext, problem: Problem, root: Node, stop: str) -> Result:
         p = self.params

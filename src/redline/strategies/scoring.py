@@ -24,6 +24,21 @@ async def score_all(ctx: SolveContext, verifier: Any, problem: Problem, solution
     return candidates
 
 
+async def score_paths(ctx: SolveContext, verifier: Any, problem: Problem, solutions: Sequence[Solution],
+                      finished: Sequence[bool], agg: str, origin: str) -> list[Candidate]:
+    """Score search paths in order (beam, MCTS): finished ones as complete solutions (sanity's
+    final-answer rule applies, and each is proposed as the answer so far), the others as partial
+    prefixes."""
+    out: dict[int, Candidate] = {}
+    for complete in (True, False):
+        idx = [i for i, f in enumerate(finished) if f == complete]
+        if idx:
+            cands = await score_all(ctx, verifier, problem, [solutions[i] for i in idx], agg, origin=origin,
+                                    propose=complete)
+            out.update(zip(idx, cands))
+    return [out[i] for i in range(len(solutions))]
+
+
 def propose_all(ctx: SolveContext, solutions: Sequence[Solution], origin: str = "sample") -> list[Candidate]:
     """Unscored candidates (voting strategies without a verifier), each proposed."""
     candidates = [Candidate(s, origin=origin) for s in solutions]

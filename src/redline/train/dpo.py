@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from redline.errors import RedlineError
-from redline.train.adapters import Base, TrainSettings, load_base, lora_config, resume_point, run_record, \
-    save_adapter, trainer_kwargs
+from redline.train.adapters import Base, TrainSettings, load_base, resume_point, run_record, trainer_kwargs
 from redline.train.card import write_card
 from redline.train.data import file_sha256, read_jsonl_rows
-from redline.train.progress import ProgressCallback, StopOnInterrupt
-from redline.train.sft import TrainResult, run_trainer
+from redline.train.sft import TrainResult, fit_lora
 
 _FIRST_STEP = re.compile(r"\n\s*\n(?=\s*Step 1\s*:)")
 
@@ -75,12 +73,8 @@ def train_dpo(path: Path, pairs: list[StepPair], base: str | Base, out: Path, se
     resume = resume_point(out, run_record("dpo", sha, loaded.name, settings, beta=beta, pairs=len(pairs)))
     dataset = Dataset.from_list([_row(p, loaded.tokenizer) for p in pairs])
     config = DPOConfig(**trainer_kwargs(settings, out, loaded.device), beta=beta)
-    progress, stop = ProgressCallback(say), StopOnInterrupt()
-    trainer = DPOTrainer(model=loaded.model, args=config, train_dataset=dataset, processing_class=loaded.tokenizer,
-                         peft_config=lora_config(settings.rank), callbacks=[progress, stop])
-    run_trainer(trainer, out, resume, progress, stop, say)
-    save_adapter(trainer.model, out, loaded.name)
+    figures = fit_lora(DPOTrainer, config, dataset, loaded, settings, out, resume, say)
     write_card(out, f"{out.name}: Step-DPO LoRA", "dpo", loaded.name, path, sha, len(pairs), settings,
-               progress.figures, command, notes=[f"DPO beta {beta}; reference model: the base (LoRA disabled). "
-                                                 "TRL ends chosen and rejected with the end-of-turn token."])
-    return TrainResult(out, loaded.name, len(pairs), progress.figures)
+               figures, command, notes=[f"DPO beta {beta}; reference model: the base (LoRA disabled). "
+                                        "TRL ends chosen and rejected with the end-of-turn token."])
+    return TrainResult(out, loaded.name, len(pairs), figures)

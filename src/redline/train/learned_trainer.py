@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from redline.errors import RedlineError
-from redline.verifiers.features import FEATURE_VERSION, stack, step_features
+from redline.verifiers.features import stack, step_features
 from redline.verifiers.learned import write_model_file
 from redline.train.records import LabeledSolution
 

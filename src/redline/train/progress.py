@@ -59,11 +59,10 @@ class ProgressCallback(TrainerCallback):
         if "loss" in logs:
             f.loss = float(logs["loss"])
             f.losses.append(f.loss)
-        if not f.steps:
+        if not f.steps or "loss" not in logs:  # the end-of-training summary repeats the last step: no line
             return
         eta = (state.max_steps - state.global_step) * f.seconds / f.steps
-        loss = f"loss {f.loss:.3f}  " if f.loss is not None else ""
-        self.say(f"step {state.global_step}/{state.max_steps}  {loss}{f.tokens_per_s:.0f} tok/s  "
+        self.say(f"step {state.global_step}/{state.max_steps}  loss {f.loss:.3f}  {f.tokens_per_s:.0f} tok/s  "
                  f"elapsed {_clock(f.seconds)}  ETA {_clock(eta)}")
 
 

@@ -32,11 +32,15 @@ class TrainResult:
     figures: Figures
 
 
-def run_trainer(trainer: Any, out: Path, resume: str | None, progress: ProgressCallback,
-                stop: StopOnInterrupt, say: Callable[[str], None]) -> None:
-    """Train (resuming when a checkpoint of this run exists); Ctrl-C saves and raises Interrupted."""
+def fit_lora(trainer_cls: Any, config: Any, dataset: Any, loaded: Base, settings: TrainSettings, out: Path,
+             resume: str | None, say: Callable[[str], None]) -> Figures:
+    """Fit a fresh LoRA with a TRL trainer (resuming when a checkpoint of this run exists) and save it
+    in bf16; Ctrl-C saves a checkpoint and raises Interrupted. Returns the progress figures."""
     from transformers import PrinterCallback
 
+    progress, stop = ProgressCallback(say), StopOnInterrupt()
+    trainer = trainer_cls(model=loaded.model, args=config, train_dataset=dataset, processing_class=loaded.tokenizer,
+                          peft_config=lora_config(settings.rank), callbacks=[progress, stop])
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints instead
     if resume:
         say(f"resuming from {resume}")
@@ -45,6 +49,8 @@ def run_trainer(trainer: Any, out: Path, resume: str | None, progress: ProgressC
     if stop.requested:
         raise Interrupted(f"interrupted after step {trainer.state.global_step}: checkpoint saved in "
                           f"{out}/checkpoints; rerun the same command to resume")
+    save_adapter(trainer.model, out, loaded.name)
+    return progress.figures
 
 
 def train_sft(data: TrainingData, base: str | Base, out: Path, settings: TrainSettings, command: str,
@@ -58,11 +64,7 @@ def train_sft(data: TrainingData, base: str | Base, out: Path, settings: TrainSe
     resume = resume_point(out, run_record(kind, data.sha256, loaded.name, settings, examples=len(data.examples)))
     dataset = Dataset.from_list([e.as_row() for e in data.examples])
     config = SFTConfig(**trainer_kwargs(settings, out, loaded.device), completion_only_loss=True)
-    progress, stop = ProgressCallback(say), StopOnInterrupt()
-    trainer = SFTTrainer(model=loaded.model, args=config, train_dataset=dataset, processing_class=loaded.tokenizer,
-                         peft_config=lora_config(settings.rank), callbacks=[progress, stop])
-    run_trainer(trainer, out, resume, progress, stop, say)
-    save_adapter(trainer.model, out, loaded.name)
+    figures = fit_lora(SFTTrainer, config, dataset, loaded, settings, out, resume, say)
     write_card(out, f"{out.name}: SFT LoRA", kind, loaded.name, data.path, data.sha256, len(data.examples),
-               settings, progress.figures, command)
-    return TrainResult(out, loaded.name, len(data.examples), progress.figures)
+               settings, figures, command)
+    return TrainResult(out, loaded.name, len(data.examples), figures)
