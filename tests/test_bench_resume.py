@@ -63,7 +63,7 @@ def start(tmp_path, run_dir, delay):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, sig):
     run_dir = tmp_path / "run"
-    proc = start(tmp_path, run_dir, delay=0.15)
+    proc = start(tmp_path, run_dir, delay=0.3)  # 48 solves take ~5 s: room for a loaded machine to poll
     deadline = time.monotonic() + 60
     while len(rows(run_dir)) < 6 and time.monotonic() < deadline:
         time.sleep(0.05)
