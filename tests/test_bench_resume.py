@@ -22,7 +22,7 @@ STRATEGIES = "cot,cot:max_calls=1"
 
 # The runner in its own process, over a scripted backend slow enough to be caught mid-way.
 EVAL_SCRIPT = textwrap.dedent(f"""
-    import asyncio, sys
+    import asyncio, signal, sys
     from pathlib import Path
     from redline.backends.base import LedgeredBackend
     from redline.backends.scripted import ScriptedBackend
@@ -37,6 +37,7 @@ EVAL_SCRIPT = textwrap.dedent(f"""
 
     problems = [Problem(f"What is number {{i}}. plus one?", str(i + 1), id=f"p{{i}}") for i in range({PROBLEMS})]
     runtime = Runtime(backend=LedgeredBackend(ScriptedBackend(answer, delay_s=float(sys.argv[2]))), max_tokens=32)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the parent ignores SIGINT (background jobs)
     asyncio.run(run_eval(Path(sys.argv[1]), problems, "{STRATEGIES}", runtime, concurrency=3))
 """)
 
@@ -69,7 +70,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, sig):
         time.sleep(0.05)
     proc.send_signal(sig)
     proc.wait(timeout=30)
-    assert proc.returncode != 0
+    assert proc.returncode != 0, f"the run ended on its own ({len(rows(run_dir))} rows): {proc.stderr.read()[-500:]}"
     before = rows(run_dir)
     assert 6 <= len(before) < 2 * PROBLEMS, "the kill should land mid-way"
 
