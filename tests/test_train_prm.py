@@ -19,6 +19,7 @@ from redline.cli import app  # noqa: E402
 from redline.train.prm import read_stepwise  # noqa: E402
 from redline.verifiers.hf_prm import MATH_SHEPHERD_TAG  # noqa: E402
 from tests.conftest import scripted_runtime  # noqa: E402
+from tests.test_verifier_hf_prm import tiny_tokenizer  # noqa: E402
 
 REDLINE = str(Path(sys.executable).parent / "redline")
 WORDS = ["[UNK]", "[PAD]", "<s>", MATH_SHEPHERD_TAG, "+", "-", "=", "*", ".", "step", "the", "answer", "is",
@@ -29,14 +30,11 @@ STEPS = ["2 * 3 = 6", "the answer is 5 ."]
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     path = tmp_path_factory.mktemp("tiny-base")
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                  eos_token="<s>")
+    tok = tiny_tokenizer(words=WORDS)
+    tok.eos_token = "<s>"
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
