@@ -182,6 +182,17 @@ async def test_bon_aggregation_and_weighted_vote():
     assert results == {"agg=last": "6", "agg=min": "5", "agg=min,mode=weighted": "5", "agg=last,mode=weighted": "5"}
 
 
+async def test_bon_breaks_a_tie_at_the_top_score_by_the_tied_samples_agreement():
+    script = ["Step 1: a [s=0.9]. The answer is 3.", "Step 1: b [s=0.4]. The answer is 3.",
+              "Step 1: c [s=0.9]. The answer is 4.", "Step 1: d [s=0.4]. The answer is 3.",
+              "Step 1: e [s=0.9]. The answer is 4."]
+    solver, _, _ = setup("bon:n=5,verifier=scripted", script)
+    result = await solver.solve(Q)
+    assert result.answer == "4"  # 3 has more votes overall, but only 4 has two top-scored samples
+    (select,) = nodes(result.trace, "select")
+    assert select["how"] == "highest outcome score; 3 tied, most agreed answer"
+
+
 # --- specs -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, expected", [

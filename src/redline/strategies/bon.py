@@ -1,6 +1,10 @@
 """`bon`: best-of-N by verifier. Each sample's outcome score is aggregated from its step
 scores (last, min or prod); `mode=weighted` instead sums scores per equivalent answer
-(PRM-weighted voting)."""
+(PRM-weighted voting).
+
+A coarse verifier such as `arith` gives its top score to every solution whose arithmetic
+checks out, so several samples often tie at the top. The tie goes to the answer most of the
+tied samples agree on (first seen on a further tie), not blindly to the first sample."""
 
 from __future__ import annotations
 
@@ -48,8 +52,12 @@ class BestOfN:
         return ctx.finish(problem, chosen.solution if chosen else None, candidates)
 
     def best(self, candidates: list[Candidate], ctx: SolveContext) -> Candidate | None:
-        best = max(candidates, key=lambda c: c.score or 0.0, default=None)
-        ctx.trace.child("select", how="highest outcome score", answer=best.solution.answer if best else None,
+        top = max((c.score or 0.0 for c in candidates), default=None)
+        tied = [c for c in candidates if top is not None and abs((c.score or 0.0) - top) < 1e-9]
+        best = winner(tally(tied)) if len(tied) > 1 else None
+        best = best or (tied[0] if tied else None)
+        how = f"highest outcome score; {len(tied)} tied, most agreed answer" if len(tied) > 1 else "highest outcome score"
+        ctx.trace.child("select", how=how, answer=best.solution.answer if best else None,
                         score=best.score if best else None)
         return best
 
