@@ -174,6 +174,8 @@ async def test_terminal_table_fits_80_columns(tmp_path):
     header = next(line for line in lines if "strategy" in line)
     assert all(col in header for col in COMPACT_COLUMNS)  # every header whole on one line
     assert any("100.0% [44–100]" in line and "+100.0 [+100.0,+100.0]" in line for line in lines)
+    for part in (p for p in re.split("[,:]", specs) if "=" in p):  # wrapped between parameters, never inside one
+        assert any(part in line for line in lines), part
 
 
 def test_old_run_dirs_are_migrated(tmp_path):

@@ -4,10 +4,14 @@ compact table that fits 80 columns (the rest is in report.md and report.html).""
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from redline.bench.report import ReportData
 from redline.bench.store import ResultStore
@@ -82,19 +86,41 @@ def compact_rows(data: ReportData) -> list[dict[str, str]]:
     return rows
 
 
+class SpecName:
+    """A strategy spec in a narrow column: it wraps after a ',', ':' or '+', never inside a
+    `key=value`, so a folded `beam:max_tokens_total=1500` cannot read as a budget of 150."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.parts = re.findall(r"[^,:+]+[,:+]?|[,:+]", spec) or [spec]
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(max(map(len, self.parts)), len(self.spec))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        line = ""
+        for part in self.parts:
+            if line and len(line) + len(part) > options.max_width:
+                yield Text(line, overflow="fold")
+                line = ""
+            line += part
+        yield Text(line, overflow="fold")  # a part wider than the column still folds
+
+
 def rich_table(data: ReportData) -> Table:
-    """The compact summary for an 80-column terminal: numbers never wrap, long strategy names fold."""
+    """The compact summary for an 80-column terminal: numbers never wrap, long strategy names wrap
+    between their parameters."""
     table = Table(title=f"{data.run}: {data.problems} problems, Δ vs {data.baseline} (points)", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, collapse_padding=True, caption="full tables: report.md, report.html", caption_justify="left")
     rows = compact_rows(data)
     for col in COMPACT_COLUMNS:
         if col == "strategy":
-            table.add_column(col, overflow="fold")
+            table.add_column(col)
         else:  # exactly as wide as its widest cell, so only the strategy column gives way
             width = max(len(col), *(len(r[col]) for r in rows))
             table.add_column(col, justify="right", no_wrap=True, min_width=width, max_width=width)
     for row in rows:
-        table.add_row(*row.values())
+        table.add_row(SpecName(row["strategy"]), *(row[col] for col in COMPACT_COLUMNS[1:]))
     return table
 
 
