@@ -52,10 +52,9 @@ class BestOfN:
         return ctx.finish(problem, chosen.solution if chosen else None, candidates)
 
     def best(self, candidates: list[Candidate], ctx: SolveContext) -> Candidate | None:
-        top = max((c.score or 0.0 for c in candidates), default=None)
-        tied = [c for c in candidates if top is not None and abs((c.score or 0.0) - top) < 1e-9]
-        best = winner(tally(tied)) if len(tied) > 1 else None
-        best = best or (tied[0] if tied else None)
+        top = max((c.score or 0.0 for c in candidates), default=0.0)
+        tied = [c for c in candidates if (c.score or 0.0) >= top - 1e-9]
+        best = (winner(tally(tied)) if len(tied) > 1 else None) or next(iter(tied), None)
         how = f"highest outcome score; {len(tied)} tied, most agreed answer" if len(tied) > 1 else "highest outcome score"
         ctx.trace.child("select", how=how, answer=best.solution.answer if best else None,
                         score=best.score if best else None)
