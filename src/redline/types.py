@@ -89,7 +89,13 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """Billed tokens: what an OpenAI-compatible API reports and charges."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def computed_tokens(self) -> int:
+        """Tokens the engine computed: uncached prompt plus completion (the physical cost)."""
+        return self.uncached_prompt_tokens + self.completion_tokens
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(
