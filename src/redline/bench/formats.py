@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from redline.bench.report import ReportData
+from redline.bench.report_data import ReportData
 from redline.bench.store import ResultStore
 
 SUMMARY_COLUMNS = ("strategy", "accuracy", "95% CI", "Δ vs baseline [95% CI]", "McNemar p", "tokens/problem",

@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from redline.bench.formats import SUMMARY_COLUMNS, budget_rows, sampling_rows, summary_rows
-from redline.bench.report import ReportData
+from redline.bench.report_data import ReportData
 from redline.bench.store import ResultStore
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from redline.bench.metrics import pareto_front
-from redline.bench.report import ReportData
+from redline.bench.report_data import ReportData
 
 
 def _pyplot():

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from redline.bench.metrics import (PairedComparison, Prices, StrategySummary, budget_curves, compare_to_baseline,
-                                   summarize)
+from redline.bench.formats import write_csv, write_markdown
+from redline.bench.html import write_html
+from redline.bench.metrics import Prices, budget_curves, compare_to_baseline, summarize
+from redline.bench.plots import write_plots
+from redline.bench.report_data import ReportData
 from redline.bench.store import ResultStore
 from redline.errors import RedlineError
-
-
-@dataclass
-class ReportData:
-    run: str
-    settings: dict[str, Any]
-    summaries: list[StrategySummary]
-    baseline: str
-    comparisons: dict[str, PairedComparison]
-    curves: dict[str, list[tuple[float, float, float]]]
-    errors: list[tuple[str, str, str]]
-    problems: int
-
-    def summary(self, strategy: str) -> StrategySummary:
-        return next(s for s in self.summaries if s.strategy == strategy)
 
 
 def collect(store: ResultStore, baseline: str | None = None, prices: Prices | None = None) -> ReportData:
@@ -48,10 +34,6 @@ def collect(store: ResultStore, baseline: str | None = None, prices: Prices | No
 def write_reports(run_dir: Path, baseline: str | None = None, prices: Prices | None = None,
                   html_problems: int = 200) -> tuple[ReportData, list[Path]]:
     """Write report.md, results.csv, the PNG plots and report.html into the run directory."""
-    from redline.bench.formats import write_csv, write_markdown
-    from redline.bench.html import write_html
-    from redline.bench.plots import write_plots
-
     with ResultStore(run_dir, create=False) as store:
         data = collect(store, baseline, prices)
         files = [write_markdown(data, run_dir / "report.md"), write_csv(store, run_dir / "results.csv")]
