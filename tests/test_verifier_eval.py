@@ -54,6 +54,23 @@ def test_planted_errors_are_single_carried_forward_and_labelled(tmp_path):
         assert (check_step(r.steps[r.label]).false > 0) == (r.kind == "arith")
 
 
+def test_operator_share_weights_the_error_kinds(tmp_path):
+    from collections import Counter
+
+    from redline.train.planted import error_kind
+
+    assert [error_kind(i, 0.5) for i in range(4)] == ["arith", "operator", "arith", "operator"]  # the old alternation
+    assert Counter(error_kind(i, 0.75) for i in range(100)) == {"operator": 75, "arith": 25}
+    default = planted(tmp_path, n=60, seed=2)
+    heavy = planted(tmp_path, n=60, seed=2, operator_share=0.8)
+    share = lambda rs: Counter(r.kind for r in rs if r.kind != "correct")  # noqa: E731
+    assert share(heavy)["operator"] > 2 * share(heavy)["arith"]
+    assert share(heavy)["operator"] > share(default)["operator"]
+    assert {r.kind for r in planted(tmp_path, n=30, seed=2, operator_share=0.0)} == {"correct", "arith"}
+    with pytest.raises(RedlineError, match="operator share"):
+        planted(tmp_path, operator_share=1.5)
+
+
 def test_plant_reports_bad_lines_by_number(tmp_path):
     items = list(plant_file(write_gsm8k(tmp_path / "gsm.jsonl", bad_lines=True), 100, seed=0))
     bad = [x for x in items if isinstance(x, tuple)]

@@ -125,6 +125,7 @@ def plant(
     output: Annotated[Path, typer.Option("--out", "-o", help="Labelled JSONL to write (overwritten).")] = Path("planted.jsonl"),
     correct_fraction: Annotated[float, typer.Option("--correct-fraction", min=0.0, max=1.0, help="Share of solutions left correct (label -1).")] = 1 / 3,
     start: Annotated[int, typer.Option("--start", min=0, help="Skip the first N lines (keep train and eval sets apart).")] = 0,
+    operator_share: Annotated[float, typer.Option("--operator-share", min=0.0, max=1.0, help="Share of the planted errors that swap an operation (the rest are calculation slips).")] = 0.5,
     seed: SeedOpt = 0,
 ) -> None:
     """Plant one error (a calculation slip or a swapped operation, carried forward) in GSM8K solutions."""
@@ -137,7 +138,7 @@ def plant(
     bad: list[tuple[int, str]] = []
     tmp = output.with_name(output.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        for item in plant_file(data, n, seed, correct_fraction, start):
+        for item in plant_file(data, n, seed, correct_fraction, start, operator_share):
             if isinstance(item, LabeledSolution):
                 kinds[item.kind] += 1
                 f.write(json.dumps(item.to_dict(), ensure_ascii=False) + "\n")

@@ -19,6 +19,7 @@ the verifier the result twice. The visible calculation (`48/2 = 24`) stays. The 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from redline.jsonl import iter_jsonl_objects
 from redline.verifiers.arith import evaluate
 from redline.train.records import LabeledSolution
 
-KINDS = ("arith", "operator")
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>(\$?)(-?\d[\d,]*(?:\.\d+)?)?")
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?|\.\d+")
 _OPERATOR = re.compile(r"(?<=[\d)\s])\s*([-+*/x×÷])\s*(?=[\d($.])")
@@ -185,18 +185,27 @@ def plant_error(lines: list[str], final: str, kind: str, rng: random.Random) -> 
     return None
 
 
+def error_kind(errors: int, operator_share: float) -> str:
+    """The kind of the next planted error after `errors` of them: operator swaps make up
+    `operator_share` of the errors, spread evenly (0.5 alternates arith, operator, arith, ...)."""
+    return "operator" if math.floor((errors + 1) * operator_share) > math.floor(errors * operator_share) else "arith"
+
+
 def plant_file(path: str | Path, n: int, seed: int = 0, correct_fraction: float = 1 / 3,
-               start: int = 0) -> Iterator[LabeledSolution | tuple[int, str]]:
+               start: int = 0, operator_share: float = 0.5) -> Iterator[LabeledSolution | tuple[int, str]]:
     """Up to `n` labelled solutions from a GSM8K-format JSONL file, from its `start`-th row on.
 
     Yields records, and (line number, reason) for every line that could not be used.
-    Kinds alternate arith/operator; about `correct_fraction` of the records are left correct.
+    About `correct_fraction` of the records are left correct; of the others, `operator_share`
+    are operator swaps (the error a calculator cannot see) and the rest calculation slips.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise RedlineError(f"no such data file: {path}")
     if not 0 <= correct_fraction <= 1:
         raise RedlineError(f"correct fraction must be in [0, 1], got {correct_fraction}")
+    if not 0 <= operator_share <= 1:
+        raise RedlineError(f"operator share must be in [0, 1], got {operator_share}")
     rng = random.Random(seed)
     made = errors = 0
     for number, row in iter_jsonl_objects(path):
@@ -219,7 +228,7 @@ def plant_file(path: str | Path, n: int, seed: int = 0, correct_fraction: float 
             yield LabeledSolution(f"{path.stem}:{number}", question, tuple(visible_steps(lines, final)), -1,
                                   kind="correct", meta=meta)
             continue
-        kind = KINDS[errors % len(KINDS)]
+        kind = error_kind(errors, operator_share)
         planted = plant_error(lines, final, kind, rng)
         if planted is None:
             continue  # no annotation that this kind can change and carry to the answer
