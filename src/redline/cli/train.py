@@ -1,4 +1,4 @@
-"""`redline train ...`: making weights (SFT, rejection-sampling rounds, DPO, PRM) on TRL + PEFT."""
+"""`redline train ...`: making weights (SFT, rejection-sampling rounds, DPO, PRM) with PEFT LoRA."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from redline.cli import train_prm
 from redline.cli.common import console
 
-train_app = typer.Typer(help="Train adapters and process reward models on redline's own data (TRL + PEFT).",
+train_app = typer.Typer(help="Train adapters and process reward models on redline's own data (PEFT LoRA).",
                         no_args_is_help=True)
 
 DataArg = Annotated[Path, typer.Argument(help="JSONL from `redline export --format sft`, or any dataset `redline eval` reads (gold solutions become 'Step k:' lines).")]
@@ -24,6 +24,7 @@ MaxExamplesOpt = Annotated[Optional[int], typer.Option("--max-examples", min=1, 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the subset, the data order and the LoRA init.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Examples per optimiser step.")]
 MaxStepsOpt = Annotated[int, typer.Option("--max-steps", help="Stop after this many optimiser steps (> 0; for smoke runs).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="Forward pass: 'auto' (bf16 where the CPU has avx512_bf16/amx_bf16 or the GPU supports it, else float32), 'bf16' or 'float32'.")]
 
 
 def _say(line: str) -> None:
@@ -31,11 +32,15 @@ def _say(line: str) -> None:
 
 
 def _settings(epochs: float, lr: float, rank: int, max_examples: int | None, seed: int, batch_size: int,
-              max_steps: int) -> "TrainSettings":
+              max_steps: int, precision: str) -> "TrainSettings":
+    from redline.errors import RedlineError
     from redline.train.adapters import TrainSettings
+    from redline.train.precision import PRECISIONS
 
+    if precision not in PRECISIONS:
+        raise RedlineError(f"--precision: unknown {precision!r}; use one of {', '.join(PRECISIONS)}")
     return TrainSettings(epochs=epochs, lr=lr, rank=rank, max_examples=max_examples, seed=seed,
-                         batch_size=batch_size, max_steps=max_steps if max_steps > 0 else -1)
+                         batch_size=batch_size, max_steps=max_steps if max_steps > 0 else -1, precision=precision)
 
 
 @train_app.command("sft")
@@ -51,6 +56,7 @@ def sft(
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
     max_steps: MaxStepsOpt = 0,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Supervised fine-tuning of a LoRA adapter on solve-format pairs (loss on the answer only)."""
     from redline.backends.local import resolve_model_path
@@ -58,7 +64,7 @@ def sft(
     from redline.train.data import check_no_overlap, read_training_data
 
     resolve_model_path(base)
-    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps)
+    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps, precision)
     training = read_training_data(data, max_examples, seed)
     check_no_overlap([e.question for e in training.examples], dev)
     _quiet()
@@ -81,6 +87,7 @@ def dpo(
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
     max_steps: MaxStepsOpt = 0,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """Step-DPO: prefer the corrected step over the first wrong one, after the same correct prefix."""
     import random
@@ -91,7 +98,7 @@ def dpo(
     from redline.train.dpo import read_pairs
 
     resolve_model_path(base)
-    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps)
+    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps, precision)
     pairs = read_pairs(data)
     if max_examples is not None and max_examples < len(pairs):
         pairs = random.Random(seed).sample(pairs, max_examples)
@@ -121,6 +128,7 @@ def rft(
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
     max_steps: MaxStepsOpt = 0,
+    precision: PrecisionOpt = "auto",
 ) -> None:
     """STaR / rejection-sampling rounds: keep correct, verified, distinct samples; fine-tune; grade on --dev."""
     from redline.backends.local import resolve_model_path
@@ -131,7 +139,7 @@ def rft(
     from redline.train.rft import RftSettings, run_rft
 
     resolve_model_path(base)
-    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps)
+    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps, precision)
     training = read_training_data(data, max_examples, seed)  # refuses bad lines and problems without solutions
     check_no_overlap([e.question for e in training.examples], dev)
     dev_problems = read_dataset(dev, limit=dev_limit).problems
@@ -161,7 +169,7 @@ def _quiet() -> None:
 def _done(result: "TrainResult") -> None:
     f = result.figures
     console.print(f"trained on {result.examples} examples: {f.steps} steps, {f.tokens} tokens in {f.seconds:.0f} s "
-                  f"({f.tokens_per_s:.0f} tokens/s) -> {result.out}", highlight=False)
+                  f"({f.tokens_per_s:.0f} tokens/s, {f.precision}) -> {result.out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

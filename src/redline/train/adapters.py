@@ -1,5 +1,5 @@
-"""What every `redline train` command shares: the base model, the LoRA settings, the trainer
-arguments, checkpoints that a rerun resumes from, and the adapter saved in bf16.
+"""What every `redline train` command shares: the base model, the LoRA settings, the fitting
+loop's plan, checkpoints that a rerun resumes from, and the adapter saved in bf16.
 
 An adapter is a PEFT folder whose `adapter_config.json` names its base: the embedded model's
 label, or an HF model directory. The local backend reads that name to load and merge it.
@@ -34,6 +34,8 @@ class TrainSettings:
     max_length: int = 512
     max_steps: int = -1  # > 0 caps the optimiser steps (tests, smoke runs)
     save_steps: int = 25
+    precision: str = "auto"  # bf16 where the hardware multiplies it natively, else float32 (train.precision)
+    group_by_length: bool = True  # batches of similar length: little padding
 
 
 @dataclass
@@ -78,18 +80,26 @@ def lora_config(rank: int) -> Any:
                       task_type="CAUSAL_LM")
 
 
-def trainer_kwargs(settings: TrainSettings, out: Path, device: str) -> dict[str, Any]:
-    """TrainingArguments common to SFTConfig and DPOConfig: float32 on CPU (`use_cpu`), bf16 on GPU,
-    cosine schedule, a checkpoint every `save_steps` (the last one kept) for resuming."""
-    return dict(
-        output_dir=str(out / CHECKPOINTS), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
-        learning_rate=settings.lr, lr_scheduler_type="cosine", warmup_steps=0.05,
-        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=1,
-        seed=settings.seed, data_seed=settings.seed, use_cpu=device == "cpu", bf16=device != "cpu",
-        gradient_checkpointing=False, logging_steps=1, save_strategy="steps", save_steps=settings.save_steps,
-        save_total_limit=1, report_to="none", disable_tqdm=True, include_num_input_tokens_seen="non_padding",
-        max_length=settings.max_length,
-    )
+def lora_model(loaded: Base, rank: int, seed: int, config: Any = None) -> Any:
+    """`loaded.model` on its device with a fresh LoRA (seeded init, float32 weights) ready to train."""
+    import torch
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(loaded.model.to(loaded.device), config or lora_config(rank))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
+
+
+def plan(settings: TrainSettings) -> Any:
+    """The fitting loop's plan for sft/dpo/rft: cosine schedule with 5% warm-up."""
+    from redline.train.loop import Plan
+
+    return Plan(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
+                max_steps=settings.max_steps, save_steps=settings.save_steps,
+                group_by_length=settings.group_by_length)
 
 
 def resume_point(out: Path, run: dict[str, Any]) -> str | None:

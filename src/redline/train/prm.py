@@ -8,8 +8,9 @@ That is the very number `hf-prm` reads, so nothing is lost between training and 
 
 Why a plain loss rather than TRL's PRM trainer: TRL 1.16 ships none (`trl.experimental` has no
 `prm`), and the older `PRMTrainer` trained a token-classification head, which a causal-LM
-Math-Shepherd PRM does not have. The loop is a few lines of torch: AdamW, linear decay, batches
-of similar length, LoRA on the top layers only (on CPU the backward pass dominates).
+Math-Shepherd PRM does not have. The loss runs in the shared fitting loop (`train.loop`: batches
+of similar length, bf16 where it pays), with linear decay and LoRA on the top layers only (on CPU
+the backward pass dominates).
 
 Data, one JSONL row each, in either format:
 - TRL stepwise supervision: `prompt`, `completions` (the steps), `labels` (one bool or number per step);
@@ -23,7 +24,6 @@ the step AUROC on it goes into the model card.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +33,8 @@ from typing import Any, Callable, Sequence
 from redline.errors import RedlineError
 from redline.jsonl import iter_jsonl_objects
 from redline.train.adapters import lora_config
+from redline.train.loop import Plan, fit, hidden_states, output_head
+from redline.train.precision import pick_precision
 from redline.train.records import LabeledSolution, parse_record
 from redline.verifiers.hf_prm import encode_input, label_ids
 
@@ -58,6 +60,7 @@ class PrmSettings:
     max_steps: int = -1  # > 0 caps the optimiser steps (tests, smoke runs)
     top_layers: int = 8  # LoRA on the last N layers only (0 = all): backward stops there, twice as fast on CPU
     max_minutes: float | None = None  # stop training when this much wall time is spent (then evaluate and save)
+    precision: str = "auto"  # bf16 forward pass where the hardware multiplies it natively (train.precision)
 
 
 @dataclass
@@ -139,35 +142,16 @@ def _encode(tokenizer: Any, example: StepwiseExample, max_length: int) -> _Encod
     return _Encoded(ids, [p for p, _ in kept], [t for _, t in kept])
 
 
-def _batches(items: list[_Encoded], size: int, rng: random.Random) -> list[list[_Encoded]]:
-    """Shuffled batches of similar lengths (less padding on CPU): sort within windows of 16 batches."""
-    items = items[:]
-    rng.shuffle(items)
-    window = size * 16
-    ordered = [e for i in range(0, len(items), window) for e in sorted(items[i: i + window], key=lambda e: len(e.ids))]
-    batches = [ordered[i: i + size] for i in range(0, len(ordered), size)]
-    rng.shuffle(batches)
-    return batches
-
-
 def _tag_logprobs(model: Any, batch: Sequence[_Encoded], pad_id: int, good: int, bad: int, device: str) -> Any:
     """log P('+') and log P('-') (two-way softmax) at every labelled position of the batch, flattened.
 
-    Only the two output rows, and only at the tags: the full vocabulary head over every token
-    would cost a fifth of the model's compute for logits nobody reads."""
+    Only the two output rows, and only at the tags."""
     import torch
 
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, e in enumerate(batch):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        mask[i, : len(e.ids)] = 1
-    lm = model.get_base_model()
-    hidden = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    hidden = hidden_states(model, [e.ids for e in batch], pad_id, device)
     rows = torch.tensor([i for i, e in enumerate(batch) for _ in e.positions], device=device)
     cols = torch.tensor([p for e in batch for p in e.positions], device=device)
-    head = lm.get_output_embeddings()
+    head = output_head(model)
     pair = hidden[rows, cols] @ head.weight[[good, bad]].T
     if getattr(head, "bias", None) is not None:
         pair = pair + head.bias[[good, bad]]
@@ -203,9 +187,8 @@ def train_prm(examples: Sequence[StepwiseExample], base: str, out: Path, setting
               say: Callable[[str], None] = print) -> PrmReport:
     """Train a LoRA PRM on `examples` over `base` and save it as a PEFT folder in `out`."""
     import torch
-    from peft import get_peft_model
 
-    from redline.train.adapters import load_base, save_adapter
+    from redline.train.adapters import load_base, lora_model, save_adapter
 
     if not 0 <= settings.val_fraction < 1:
         raise RedlineError(f"validation fraction must be in [0, 1), got {settings.val_fraction}")
@@ -224,41 +207,27 @@ def train_prm(examples: Sequence[StepwiseExample], base: str, out: Path, setting
     if all(t >= 0.5 for t in targets) or all(t < 0.5 for t in targets):
         raise RedlineError("the labels hold only one class (every step right, or every step wrong); "
                            "add planted errors or more labelled problems")
-    torch.manual_seed(settings.seed)
-    model = get_peft_model(loaded.model.to(device), _lora(loaded.model, settings))
+    model = lora_model(loaded, settings.rank, settings.seed, _lora(loaded.model, settings))
     pad_id = tokenizer.pad_token_id
     before = _auroc(model, val, pad_id, good, bad, device, settings.batch_size)
-    per_epoch = math.ceil(len(fit_on) / settings.batch_size)
-    total = settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(per_epoch * settings.epochs))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: max(0.0, 1 - step / total))
-    losses: list[float] = []
-    step = seen = 0
-    deadline = t0 + 60 * settings.max_minutes if settings.max_minutes else math.inf
-    while step < total and time.perf_counter() < deadline:
-        for batch in _batches(fit_on, settings.batch_size, rng):
-            model.train()
-            logp = _tag_logprobs(model, batch, pad_id, good, bad, device)
-            target = torch.tensor([t for e in batch for t in e.targets], device=device)
-            loss = -(target * logp[:, 0] + (1 - target) * logp[:, 1]).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimiser.step()
-            schedule.step()
-            optimiser.zero_grad()
-            losses.append(loss.item())
-            step, seen = step + 1, seen + len(batch)
-            recent = losses[-10:]
-            say(f"step {step}/{total}  loss {sum(recent) / len(recent):.3f} (last {len(recent)})  "
-                f"{time.perf_counter() - t0:.0f}s")
-            if step >= total or time.perf_counter() >= deadline:
-                break
+
+    def loss(model: Any, batch: list[_Encoded]) -> Any:
+        logp = _tag_logprobs(model, batch, pad_id, good, bad, device)
+        target = torch.tensor([t for e in batch for t in e.targets], device=device)
+        return -(target * logp[:, 0] + (1 - target) * logp[:, 1]).mean()
+
+    budget = 60 * settings.max_minutes - (time.perf_counter() - t0) if settings.max_minutes else None
+    plan = Plan(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
+                max_steps=settings.max_steps, warmup=0.0, decay="linear", max_seconds=budget)
+    figures = fit(model, fit_on, loss, lambda e: len(e.ids), plan, pick_precision(device, settings.precision),
+                  None, None, say)
+    losses = figures.losses
     after = _auroc(model, val, pad_id, good, bad, device, settings.batch_size)
     save_adapter(model, out, loaded.name)
     return PrmReport(
         examples=len(fit_on), steps=len(targets), positive_share=sum(t >= 0.5 for t in targets) / len(targets),
-        optimiser_steps=step, planned_steps=total, seen=seen, seconds=time.perf_counter() - t0,
+        optimiser_steps=figures.steps, planned_steps=plan.total_steps(len(fit_on)), seen=figures.rows,
+        seconds=time.perf_counter() - t0,
         first_loss=losses[0] if losses else None,
         last_loss=sum(losses[-10:]) / len(losses[-10:]) if losses else None,
         val_steps=sum(len(e.targets) for e in val), val_auroc_before=before, val_auroc_after=after)

@@ -1,6 +1,6 @@
-"""Trainer callbacks: a progress line with ETA and tokens/s, and a Ctrl-C that saves and stops.
+"""The training progress line (loss, tokens/s, ETA) and a Ctrl-C that saves and stops.
 
-The first Ctrl-C asks the trainer to write a checkpoint at the end of the current step and stop,
+The first Ctrl-C asks the loop to write a checkpoint at the end of the current step and stop,
 so rerunning the same command resumes there; a second Ctrl-C interrupts at once.
 """
 
@@ -11,8 +11,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
-
-from transformers import TrainerCallback
 
 
 def _clock(seconds: float) -> str:
@@ -25,57 +23,44 @@ class Figures:
     """What a run measured, for the model card and the command's last line."""
 
     steps: int = 0
+    rows: int = 0  # rows (examples) the optimiser saw this session, with repeats over epochs
     tokens: int = 0  # non-padding input tokens this session
     seconds: float = 0.0
     loss: float | None = None
     losses: list[float] = field(default_factory=list)
+    precision: str = "float32"
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-class ProgressCallback(TrainerCallback):
-    """One line per logged step: step/total, loss, tokens/s and the ETA, through `say`."""
+class Progress:
+    """Counts steps and tokens of this session and says one line per optimiser step."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, say: Callable[[str], None], precision: str) -> None:
         self.say = say
-        self.figures = Figures()
-        self._t0 = 0.0
-        self._step0 = 0
-        self._tokens0 = 0
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.figures = Figures(precision=precision)
         self._t0 = time.perf_counter()
-        self._step0 = state.global_step
-        self._tokens0 = state.num_input_tokens_seen
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-        logs = logs or {}
+    def step(self, step: int, total: int, loss: float, rows: int, tokens: int) -> None:
         f = self.figures
+        f.steps += 1
+        f.rows += rows
+        f.tokens += tokens
         f.seconds = time.perf_counter() - self._t0
-        f.steps = state.global_step - self._step0
-        f.tokens = state.num_input_tokens_seen - self._tokens0
-        if "loss" in logs:
-            f.loss = float(logs["loss"])
-            f.losses.append(f.loss)
-        if not f.steps or "loss" not in logs:  # the end-of-training summary repeats the last step: no line
-            return
-        eta = (state.max_steps - state.global_step) * f.seconds / f.steps
-        self.say(f"step {state.global_step}/{state.max_steps}  loss {f.loss:.3f}  {f.tokens_per_s:.0f} tok/s  "
+        f.loss = loss
+        f.losses.append(loss)
+        eta = (total - step) * f.seconds / f.steps
+        self.say(f"step {step}/{total}  loss {loss:.3f}  {f.tokens_per_s:.0f} tok/s  "
                  f"elapsed {_clock(f.seconds)}  ETA {_clock(eta)}")
 
 
-class StopOnInterrupt(TrainerCallback):
+class StopOnInterrupt:
     """Turns the first SIGINT into 'save a checkpoint and stop' at the next step end."""
 
     def __init__(self) -> None:
         self.requested = False
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
 
     @contextmanager
     def installed(self) -> Iterator["StopOnInterrupt"]:

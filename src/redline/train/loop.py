@@ -1,0 +1,155 @@
+"""The one fitting path of `redline train` (sft, rft, dpo and prm): a plain PyTorch loop over a LoRA.
+
+Why not TRL's Trainer any more: profiling one LoRA SFT step on the embedded model showed the
+time going to work this loop does not do (bench/train_speed.py measures both): batches padded to
+their longest row in random order, TRL's fused LM head computing an entropy and a top-1 accuracy
+over the full vocabulary at every position for its metrics, and float32 where the CPU multiplies
+bf16 natively. Here each trainer gives only a loss function over a batch of encoded rows; the
+loop owns the rest: batches of similar length (little padding; attention never crosses rows),
+bf16 autocast where it pays (`precision`), AdamW with a warm-up and cosine (or linear) decay,
+gradient clipping, one progress line per step, a checkpoint every `save_steps` and on Ctrl-C,
+and resuming from the last checkpoint with the same data order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from redline.errors import RedlineError
+from redline.train.checkpoint import load_checkpoint, save_checkpoint, trainable
+from redline.train.precision import Precision
+from redline.train.progress import Figures, Progress, StopOnInterrupt
+
+T = TypeVar("T")
+LossFn = Callable[[Any, list[T]], Any]  # (model, batch) -> scalar loss tensor
+
+
+class Interrupted(RedlineError):
+    """Ctrl-C during training: a checkpoint was saved; the same command resumes from it."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how fast to fit: every knob the loop reads."""
+
+    epochs: float
+    lr: float
+    batch_size: int
+    seed: int = 0
+    max_steps: int = -1  # > 0 caps the optimiser steps
+    save_steps: int = 25
+    warmup: float = 0.05  # share of the steps with a linearly rising learning rate
+    decay: str = "cosine"  # or "linear"
+    group_by_length: bool = True
+    max_seconds: float | None = None  # stop (and save nothing extra) once this much wall time is spent
+
+    def total_steps(self, rows: int) -> int:
+        per_epoch = math.ceil(rows / self.batch_size)
+        return self.max_steps if self.max_steps > 0 else max(1, math.ceil(per_epoch * self.epochs))
+
+    def lr_at(self, step: int, total: int) -> float:
+        """The learning rate of optimiser step `step` (0-based): transformers' warm-up then cosine
+        (or linear) decay schedules, step for step, so runs compare with the Trainer's."""
+        warmup = math.ceil(self.warmup * total)
+        if step < warmup:
+            return self.lr * step / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if self.decay == "linear":
+            return self.lr * max(0.0, 1.0 - progress)
+        return self.lr * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def length_batches(items: Sequence[T], size: int, rng: random.Random, length: Callable[[T], int],
+                   group: bool = True) -> list[list[T]]:
+    """One epoch's batches: shuffled, then (when `group`) sorted by length within windows of 16
+    batches so that a batch's rows are of similar length and padding wastes little; the batches
+    themselves are shuffled again so that lengths do not rise through the epoch."""
+    order = list(items)
+    rng.shuffle(order)
+    if group:
+        window = size * 16
+        order = [e for i in range(0, len(order), window) for e in sorted(order[i: i + window], key=length)]
+    batches = [order[i: i + size] for i in range(0, len(order), size)]
+    if group:
+        rng.shuffle(batches)
+    return batches
+
+
+def hidden_states(model: Any, rows: Sequence[Sequence[int]], pad_id: int, device: str) -> Any:
+    """The decoder's last hidden states for right-padded `rows` (batch x longest x hidden).
+
+    No LM head: each loss projects only the positions it reads (the full-vocabulary head over
+    every token would cost a fifth of the model's compute for logits nobody reads). Without
+    padding the mask is left out, so attention takes its plain causal path."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    mask = None
+    if any(len(r) < width for r in rows):
+        mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long().to(device)
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_decoder()(input_ids=ids.to(device), attention_mask=mask).last_hidden_state
+
+
+def output_head(model: Any) -> Any:
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_output_embeddings()
+
+
+def fit(model: Any, items: Sequence[T], loss_fn: LossFn, length: Callable[[T], int], plan: Plan,
+        precision: Precision, checkpoints: Path | None, resume: str | None,
+        say: Callable[[str], None]) -> Figures:
+    """Fit the trainable parameters of `model` on `items` with `loss_fn`; returns this session's figures.
+
+    `length(item)` is the item's non-padding token count (batching and tokens/s). With
+    `checkpoints`, a checkpoint is written there every `plan.save_steps` steps and at Ctrl-C
+    (then Interrupted is raised); `resume` is a checkpoint to continue from."""
+    import torch
+
+    if not items:
+        raise RedlineError("nothing to train on")
+    params = list(trainable(model).values())
+    optimiser = torch.optim.AdamW(params, lr=plan.lr, weight_decay=0.0)
+    total = plan.total_steps(len(items))
+    per_epoch = math.ceil(len(items) / plan.batch_size)
+    step = load_checkpoint(Path(resume), model, optimiser)["step"] if resume else 0
+    if resume:
+        say(f"resuming from {resume} (step {step}/{total})")
+    progress, stop = Progress(say, precision.name), StopOnInterrupt()
+    deadline = time.perf_counter() + plan.max_seconds if plan.max_seconds else math.inf
+    model.train()
+    with stop.installed():
+        while step < total and time.perf_counter() < deadline:
+            epoch, offset = divmod(step, per_epoch)
+            batches = length_batches(items, plan.batch_size, random.Random(plan.seed + epoch), length,
+                                     plan.group_by_length)
+            for batch in batches[offset:]:
+                for group in optimiser.param_groups:
+                    group["lr"] = plan.lr_at(step, total)
+                with precision.autocast():
+                    loss = loss_fn(model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
+                step += 1
+                progress.step(step, total, float(loss.item()), len(batch), sum(length(x) for x in batch))
+                if checkpoints is not None and (stop.requested or (step % plan.save_steps == 0 and step < total)):
+                    save_checkpoint(checkpoints, step, model, optimiser, {"total": total})
+                if stop.requested:
+                    saved = (f"checkpoint saved in {checkpoints}; rerun the same command to resume" if checkpoints
+                             else "this trainer keeps no checkpoints")
+                    raise Interrupted(f"interrupted after step {step}/{total}: {saved}")
+                if step >= total or time.perf_counter() >= deadline:
+                    break
+    return progress.figures
