@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
 from redline.errors import SpecError
 from redline.loop import build_solver
-from redline.strategies.generation import prefix_text
 from redline.types import Problem
 from redline.verifiers.scripted import ScriptedVerifier
 from tests.conftest import scripted_runtime
@@ -37,104 +35,10 @@ def nodes(trace: dict, kind: str) -> list[dict]:
     return found
 
 
-# --- stepco -------------------------------------------------------------------------------
+# --- stepco (its own tests: test_stepco.py) ---------------------------------------------
 
 WRONG = "Step 1: 2*3=6 apples.\n\nStep 2: 6-1=4 apples. [s=0.1]\n\nStep 3: So 4 are left. The answer is 4."
 FIXED = "Step 2: 6-1=5 apples.\n\nStep 3: So 5 are left. The answer is 5."
-
-
-async def test_stepco_keeps_exactly_the_steps_before_the_first_failing_one():
-    solver, backend, _ = setup("stepco:verifier=scripted", [WRONG, FIXED])
-    result = await solver.solve(Q)
-    first_request, revise_request = backend.requests
-    assert first_request.prefix == ""
-    assert revise_request.prefix == prefix_text(["Step 1: 2*3=6 apples."])
-    prompt = revise_request.messages[-1]["content"]
-    assert "Step 2 is probably wrong" in prompt and "0.10" in prompt and "Keep steps 1 to 1" in prompt
-    assert result.answer == "5"
-    assert result.solution.step_texts == ["Step 1: 2*3=6 apples.", "Step 2: 6-1=5 apples.",
-                                          "Step 3: So 5 are left. The answer is 5."]
-    (revise,) = nodes(result.trace, "revise")
-    assert (revise["flagged_step"], revise["flagged_score"]) == (2, 0.1)
-    assert revise["flagged_text"].startswith("Step 2: 6-1=4") and revise["replacement"] == "Step 2: 6-1=5 apples."
-    assert "accepted" in nodes(result.trace, "stop")[0]["reason"]
-    assert result.usage["solve"].calls == 1 and result.usage["revise"].calls == 1
-    json.dumps(result.trace)
-
-
-async def test_stepco_accepts_a_passing_first_solution_without_revising():
-    solver, backend, verifier = setup("stepco:verifier=scripted", [FIXED])
-    result = await solver.solve(Q)
-    assert len(backend.requests) == 1 and len(verifier.calls) == 1
-    assert nodes(result.trace, "revise") == [] and "revise" not in result.usage
-
-
-async def test_stepco_rewrite_mode_sends_no_prefix():
-    solver, backend, _ = setup("stepco:verifier=scripted,revise=rewrite", [WRONG, "Step 1: 2*3=6.\n\n" + FIXED])
-    result = await solver.solve(Q)
-    assert backend.requests[1].prefix == ""
-    assert result.answer == "5" and len(result.solution.steps) == 3
-
-
-async def test_stepco_stops_when_the_same_answer_comes_back_twice():
-    solver, backend, _ = setup("stepco:verifier=scripted,max_iters=5", lambda req, i: f"Step 1: 7-3=4 [s=0.2]. The answer is {4 if i < 3 else 9}.")
-    result = await solver.solve(Q)
-    assert len(backend.requests) == 2  # initial + one revision with the same answer
-    assert "twice in a row" in nodes(result.trace, "stop")[0]["reason"]
-
-
-async def test_stepco_stops_at_max_iters():
-    solver, backend, _ = setup("stepco:verifier=scripted,max_iters=3", lambda req, i: f"Step 1: x [s=0.2]. The answer is {i}.")
-    result = await solver.solve(Q)
-    assert len(backend.requests) == 4  # initial + K revisions
-    assert len(nodes(result.trace, "revise")) == 3
-    assert nodes(result.trace, "stop")[0]["reason"].startswith("max_iters=3")
-    assert result.answer == "3"  # the last revision, as in the reference
-
-
-async def test_stepco_revises_the_best_of_n_init_paths():
-    script = ["Step 1: a [s=0.1]. The answer is 1.", "Step 1: b [s=0.3]. The answer is 2.", FIXED]
-    solver, backend, _ = setup("stepco:verifier=scripted,n_init=2", script)
-    result = await solver.solve(Q)
-    assert backend.requests[0].n == 2 and backend.requests[0].temperature > 0
-    revise_request = backend.requests[2]  # the scripted backend logs a request once per sample
-    assert "The answer is 2" in revise_request.messages[-1]["content"]
-    assert result.answer == "5"
-
-
-async def test_stepco_flagged_feedback_resends_only_the_flagged_step():
-    solver, backend, _ = setup("stepco:verifier=scripted,feedback=flagged", [WRONG, FIXED])
-    result = await solver.solve(Q)
-    revise_request = backend.requests[1]
-    prompt = revise_request.messages[-1]["content"]
-    assert revise_request.prefix == prefix_text(["Step 1: 2*3=6 apples."])
-    assert "6-1=4 apples" in prompt and "0.10" in prompt and "Steps 1 to 1 are kept" in prompt
-    assert "2*3=6" not in prompt and "So 4 are left" not in prompt  # kept steps ride in the prefix; later ones go
-    assert len(prompt.split()) < len(backend.requests[0].messages[-1]["content"].split()) + 60
-    assert result.answer == "5"
-
-
-async def test_stepco_no_feedback_resamples_under_the_solve_prompt():
-    solver, backend, _ = setup("stepco:verifier=scripted,feedback=none", [WRONG, FIXED])
-    await solver.solve(Q)
-    first, revise_request = backend.requests
-    assert revise_request.messages == first.messages and revise_request.prefix.endswith("apples.\n\n")
-
-
-async def test_stepco_stop_unchanged_ends_when_the_flagged_step_comes_back():
-    same = "Step 2: 6-1=4 apples. [s=0.1]\n\nStep 3: Then 4 remain. The answer is 7."
-    for stop_unchanged, calls in ((True, 2), (False, 3)):
-        script = [WRONG, same, "Step 2: 6-1=5 apples.\n\nStep 3: The answer is 5."]
-        solver, backend, _ = setup(f"stepco:verifier=scripted,stop_unchanged={str(stop_unchanged).lower()}", script)
-        result = await solver.solve(Q)
-        assert len(backend.requests) == calls
-        if stop_unchanged:
-            assert nodes(result.trace, "stop")[0]["reason"] == "the revision left the flagged step unchanged"
-
-
-def test_stepco_reduced_feedback_needs_prefix_revision():
-    with pytest.raises(SpecError, match="revise=prefix"):
-        setup("stepco:revise=rewrite,feedback=flagged", ["x"])
 
 
 # --- budget ------------------------------------------------------------------------------
@@ -358,7 +262,7 @@ async def test_solve_output_shows_scores_revisions_candidates_and_usage():
 
     from redline.cli.render import print_result
 
-    solver, _, _ = setup("stepco:verifier=scripted", [WRONG, FIXED])
+    solver, _, _ = setup("stepco:verifier=scripted,outcome=steps,revise=prefix", [WRONG, FIXED])
     console = Console(record=True, width=200)
     print_result(await solver.solve(Q), console)
     text = console.export_text()
