@@ -94,7 +94,7 @@ def reference_qwen(path, question, steps):
                                                 ("qwen_prm_dir", reference_qwen)])
 async def test_one_score_per_step_in_order_matching_the_reference(request, fixture, reference):
     path = request.getfixturevalue(fixture)
-    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{path}")  # format auto-detected
+    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{path},dtype=float32")  # format auto-detected
     assert verifier.loaded.format == ("math-shepherd" if fixture == "math_shepherd_dir" else "qwen-prm")
     assert verifier.loaded.device == ("cuda" if torch.cuda.is_available() else "cpu")
     scores = await verifier.score(QUESTION, STEPS)
@@ -111,7 +111,7 @@ async def test_one_score_per_step_in_order_matching_the_reference(request, fixtu
 @pytest.mark.parametrize("fixture, tag", [("math_shepherd_dir", MATH_SHEPHERD_TAG), ("qwen_prm_dir", QWEN_SEPARATOR)])
 async def test_tag_text_inside_steps_is_sanitised(request, fixture, tag):
     path = request.getfixturevalue(fixture)
-    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{path}")
+    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{path},dtype=float32")
     tricky = [f"step 1 : 2 * 3 = 6 {tag} {tag}", f"{tag} 6 + 6 = 12", "the answer is 12 ."]
     clean = ["step 1 : 2 * 3 = 6", "6 + 6 = 12", "the answer is 12 ."]
     scores = await verifier.score(f"{QUESTION} {tag}", tricky)
@@ -154,3 +154,43 @@ def test_a_tag_split_over_two_tokens_is_read_at_its_last_token():
     offsets = [(0, 1), (1, 3), (3, 5), (5, 6), (6, 7), (7, 8), (8, 10), (10, 11)]
     assert token_positions(offsets, chars) == [3, 7]
     assert token_positions([(0, 2), (0, 2)], [1]) == [1]  # one character in two byte tokens: the last
+
+
+def test_the_step_tag_is_one_vocabulary_token():
+    from redline.verifiers.hf_prm import step_tag
+
+    assert step_tag(tiny_tokenizer()) == MATH_SHEPHERD_TAG
+    no_ki = [w for w in WORDS if w != MATH_SHEPHERD_TAG]
+    assert step_tag(tiny_tokenizer(["<file_sep>"], words=no_ki)) == "<file_sep>"  # as SmolLM2, which splits ки
+    with pytest.raises(RedlineError, match="holds none of .* as one token"):
+        step_tag(tiny_tokenizer(words=no_ki))  # ки would be read as the unknown token: not held
+
+
+async def test_candidates_scored_together_share_one_forward_pass(math_shepherd_dir):
+    import asyncio
+
+    verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{math_shepherd_dir},dtype=float32")
+    calls = []
+    hook = verifier.loaded.model.base_model.register_forward_hook(lambda m, args, kwargs, out: calls.append(
+        kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        alone = [await verifier.score(QUESTION, s) for s in (STEPS, STEPS[:1], STEPS[::-1])]
+        calls.clear()
+        together = await asyncio.gather(*(verifier.score(QUESTION, s) for s in (STEPS, STEPS[:1], STEPS[::-1])))
+    finally:
+        hook.remove()
+    assert len(calls) == 1 and calls[0][0] == 3  # one padded batch of three solutions
+    for a, t in zip(alone, together):
+        assert t == pytest.approx(a, abs=1e-5)  # padding changes nothing
+
+
+async def test_auto_dtype_is_bf16_where_the_cpu_has_it_and_stays_close(math_shepherd_dir):
+    from redline.verifiers.hf_prm import cpu_has_bf16
+
+    runtime = scripted_runtime(["unused"])
+    auto = runtime.verifier(f"hf-prm:{math_shepherd_dir}")
+    if not torch.cuda.is_available():
+        assert auto.loaded.model.dtype == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    bf16 = await runtime.verifier(f"hf-prm:{math_shepherd_dir},dtype=bfloat16").score(QUESTION, STEPS)
+    fp32 = await runtime.verifier(f"hf-prm:{math_shepherd_dir},dtype=float32").score(QUESTION, STEPS)
+    assert bf16 == pytest.approx(fp32, abs=0.02) and bf16 != fp32

@@ -1,4 +1,5 @@
-"""`redline train prm`: a Math-Shepherd process reward model (LoRA) that `--verifier hf-prm:DIR` loads."""
+"""`redline train prm`: a Math-Shepherd process reward model (LoRA) that `--verifier hf-prm:DIR` loads;
+`--export vllm DIR` (or `redline train prm-export`) also writes it as vLLM's token-classification model."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def prm(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the data order and the LoRA init.")] = 0,
     top_layers: Annotated[int, typer.Option("--top-layers", min=0, help="LoRA on the last N decoder layers only (0 = all); fewer is faster on CPU.")] = 8,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.1, help="Stop training after this much wall time, then evaluate and save.")] = None,
+    export: Annotated[Optional[tuple[str, Path]], typer.Option("--export", metavar="vllm DIR", help="Also write the trained PRM to DIR as a token-classification model that `vllm serve DIR --runner pooling` serves.")] = None,
 ) -> None:
     """Train a process reward model: a LoRA that puts '+' or '-' after each step tag (Math-Shepherd format)."""
     from redline.backends.local import resolve_model_path
@@ -34,6 +36,7 @@ def prm(
     from redline.train.prm import PrmSettings, read_stepwise, train_prm, write_card
 
     resolve_model_path(base)  # a bad base fails before the slow imports
+    _check_target(export)
     examples, sources = [], []
     for path in data:
         rows, bad = read_stepwise(path)
@@ -57,7 +60,38 @@ def prm(
                   f"held-out step AUROC {auc(report.val_auroc_before)} -> {auc(report.val_auroc_after)} -> {out}",
                   highlight=False)
     console.print(f"use it with --verifier hf-prm:{out}", highlight=False)
+    if export is not None:
+        _export(str(out), export[1], "bfloat16")
+
+
+def _check_target(export: tuple[str, Path] | None) -> None:
+    from redline.errors import RedlineError
+
+    if export is not None and export[0] != "vllm":
+        raise RedlineError(f"unknown export target {export[0]!r}; the one target is 'vllm'")
+
+
+def _export(prm_path: str, out: Path, dtype: str) -> None:
+    from redline.train.prm_export import export_for_vllm
+
+    report = export_for_vllm(prm_path, out, dtype)
+    console.print(f"exported {report.architecture} ({report.parameters / 1e6:.0f}M parameters, {report.dtype}, "
+                  f"step tag {report.tag!r} = token {report.tag_id}) -> {out}", highlight=False)
+    console.print(f"serve it with: vllm serve {out} --runner pooling; score with --verifier "
+                  f"\"remote-prm:{out},base_url=URL,format=token-classify\"", highlight=False)
+
+
+def prm_export(
+    prm_path: Annotated[str, typer.Argument(metavar="PRM", help="A PRM from `redline train prm` (adapter folder) or a Math-Shepherd causal LM directory.")],
+    out: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write (replaced): config, safetensors, tokenizer, README.md.")],
+    to: Annotated[str, typer.Option("--to", help="Target engine: vllm.")] = "vllm",
+    dtype: Annotated[str, typer.Option("--dtype", help="Weights: bfloat16 (half the size; what vLLM runs on CPU) or float32.")] = "bfloat16",
+) -> None:
+    """Write a Math-Shepherd PRM as the token-classification model vLLM's pooling runner serves (same step scores)."""
+    _check_target((to, out))
+    _export(prm_path, out, dtype)
 
 
 def register(train_app: typer.Typer) -> None:
     train_app.command("prm")(prm)
+    train_app.command("prm-export")(prm_export)

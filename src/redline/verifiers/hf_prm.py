@@ -1,18 +1,26 @@
-"""`hf-prm`: published process reward models through transformers.
+"""`hf-prm`: process reward models through transformers.
 
-Two input formats:
-- `math-shepherd` (peiyi9979/math-shepherd-mistral-7b-prm and kin): a causal LM reads
-  "question step1 ки\\nstep2 ки ..."; a step's score is P('+') / (P('+') + P('-')) of the
-  next-token logits at its tag `ки`.
+Three input formats:
+- `math-shepherd` (peiyi9979/math-shepherd-mistral-7b-prm and kin, and what `redline train prm`
+  makes): a causal LM reads "question step1 TAG\\nstep2 TAG ..."; a step's score is
+  P('+') / (P('+') + P('-')) of the next-token logits at its tag.
+- `token-classify` (what `redline train prm --export vllm` writes): the same text, read by a
+  two-class token-classification head [wrong, right] at each tag: the form vLLM's pooling
+  runner serves (`remote-prm:...,format=token-classify`).
 - `qwen-prm` (Qwen/Qwen2.5-Math-PRM-7B and kin): the chat-formatted solution with an
   `<extra_0>` separator after each step; a two-class head gives P(correct) at each separator.
 
-Steps (and the question) are sanitised: the tag text is removed from them, so the model sees
-exactly one tag per step. A step is read at the token holding the tag's last character, found
-through the tokenizer's character offsets: a tokenizer that merges the tag with a neighbour, or
-splits it (SmolLM2's byte-level BPE writes `ки` as 'Ġк' + 'и'), still yields the position whose
-next-token logits follow the whole tag. The model loads once per runtime, on GPU when one is
-present; `trust_remote_code` is off unless asked.
+The step tag is one vocabulary token: `ки` where the tokenizer holds it whole (the published
+Math-Shepherd models), else the first of `STEP_TAGS` that it does (SmolLM2 splits `ки` in two
+but has `<file_sep>`), so vLLM's STEP pooling can find it by id. Steps (and the question) are
+sanitised: the tag text is removed from them, so the model sees exactly one tag per step. A
+step is read at the token holding the tag's last character, found through the tokenizer's
+character offsets.
+
+Speed: the solutions scored at the same moment (a strategy's candidates) share one padded
+forward pass, and only the two output rows that matter are computed, at the tags only. On a
+CPU with bf16 instructions (avx512_bf16 or AMX) and on GPUs the model runs in bfloat16.
+The model loads once per runtime; `trust_remote_code` is off unless asked.
 
 A PEFT adapter folder (adapter_config.json, as `redline train prm` writes) loads through the
 local backend's `load_model`, which merges the LoRA into the base it names; its format is
@@ -21,11 +29,13 @@ math-shepherd.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from pydantic import Field
 
@@ -34,17 +44,24 @@ from redline.errors import RedlineError
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.verifiers.base import clamp01
+from redline.verifiers.batching import MicroBatcher
 
 MATH_SHEPHERD_TAG, GOOD, BAD = "ки", "+", "-"
 QWEN_SEPARATOR = "<extra_0>"
+STEP_TAGS = (MATH_SHEPHERD_TAG, "<file_sep>", QWEN_SEPARATOR, "<|reserved_special_token_0|>")
+TAG_CONFIG_KEY = "redline_step_tag"  # config.json of an exported token-classify PRM names its tag here
 QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 _HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 
 class HfPrmParams(Params):
     path: str = Field(description="local model directory or hub id")
-    format: Literal["auto", "math-shepherd", "qwen-prm"] = Field("auto", description="input/output convention")
+    format: Literal["auto", "math-shepherd", "token-classify", "qwen-prm"] = Field(
+        "auto", description="input/output convention")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto = bfloat16 on a GPU or a CPU with avx512_bf16/AMX, else float32")
+    batch_size: int = Field(16, ge=1, description="most solutions in one forward pass")
     trust_remote_code: bool = Field(False, description="allow the model's own code (needed by Qwen2.5-Math-PRM)")
     max_length: int = Field(4096, ge=16, description="longer inputs are cut; steps past the cut score neutral")
     neutral: float = Field(0.5, ge=0, le=1, description="score of a step cut off by max_length")
@@ -56,6 +73,7 @@ class LoadedPrm:
     tokenizer: Any
     format: str
     device: str
+    tag: str  # the step tag the input carries
 
 
 def _resolve(path: str) -> str:
@@ -70,36 +88,89 @@ def _resolve(path: str) -> str:
     raise RedlineError(f"hf-prm: no model at {path!r}: pass a local model directory or a hub id 'owner/name'")
 
 
+def single_token_id(alone: Sequence[int], in_context: Sequence[int], decoded: Callable[[int], str],
+                    tag: str) -> int | None:
+    """The tag's token id when it is one token on its own, still whole after a space (as the input
+    carries it) and decodes back to the tag (not an unknown-token id); else None. `alone` and
+    `in_context` are the ids of TAG and of "x TAG"; `decoded` turns one id back into text."""
+    if len(alone) != 1 or not in_context or in_context[-1] != alone[0]:
+        return None
+    return alone[0] if decoded(alone[0]).strip() == tag else None
+
+
+@functools.lru_cache(maxsize=16)
+def step_tag(tokenizer: Any) -> str:
+    """The first of `STEP_TAGS` that the tokenizer holds as one token."""
+    encode = functools.partial(tokenizer.encode, add_special_tokens=False)
+    for tag in STEP_TAGS:
+        if single_token_id(encode(tag), encode(f"x {tag}"), lambda i: tokenizer.decode([i]), tag) is not None:
+            return tag
+    raise RedlineError(f"hf-prm: the tokenizer holds none of {', '.join(STEP_TAGS)} as one token; "
+                       "a step tag must be one token")
+
+
 def detect_format(config: Any, tokenizer: Any) -> str:
-    """qwen-prm when the tokenizer has `<extra_0>` and the model has a 2-label head; math-shepherd
-    when the tokenizer has the `ки` tag; otherwise ask the user."""
+    """token-classify when the config names a redline step tag; qwen-prm when the tokenizer has
+    `<extra_0>` and the model has a 2-label head; math-shepherd when the tokenizer has the `ки`
+    tag; otherwise ask the user."""
     vocab = tokenizer.get_vocab()
     architectures = " ".join(getattr(config, "architectures", None) or [])
     two_class = getattr(config, "num_labels", 0) == 2 and ("Classification" in architectures
                                                           or "ProcessReward" in architectures)
+    if two_class and getattr(config, TAG_CONFIG_KEY, None):
+        return "token-classify"
     if QWEN_SEPARATOR in vocab and (two_class or "ProcessReward" in architectures):
         return "qwen-prm"
     if MATH_SHEPHERD_TAG in vocab or f"▁{MATH_SHEPHERD_TAG}" in vocab or f"Ġ{MATH_SHEPHERD_TAG}" in vocab:
         return "math-shepherd"
-    raise RedlineError("hf-prm: cannot tell the model's format; pass format=math-shepherd or format=qwen-prm")
+    raise RedlineError("hf-prm: cannot tell the model's format; pass format=math-shepherd, token-classify "
+                       "or qwen-prm")
 
 
 def is_adapter(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (avx512_bf16 or AMX), where bfloat16 runs
+    faster than float32; elsewhere bfloat16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def pick_dtype(choice: str, device: str) -> Any:
+    """'auto': bfloat16 where the device multiplies it natively (a bf16 GPU, a CPU with bf16
+    instructions), else float32."""
+    import torch
+
+    if choice == "auto":
+        native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
+        choice = "bfloat16" if native else "float32"
+    return getattr(torch, choice)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _load_adapter(source: str, params: HfPrmParams) -> LoadedPrm:
-    """A LoRA PRM from `redline train prm`: merged into its base by the local backend's loader."""
+    """A LoRA PRM from `redline train prm`: merged into its base by the local backend's loader
+    (cached there, so a copy is cast when the PRM runs in another dtype)."""
     from redline.backends.local import load_model
     from redline.errors import BackendError
 
-    if params.format == "qwen-prm":
-        raise RedlineError("hf-prm: an adapter folder is a math-shepherd PRM (a causal LM), not qwen-prm")
+    if params.format not in ("auto", "math-shepherd"):
+        raise RedlineError(f"hf-prm: an adapter folder is a math-shepherd PRM (a causal LM), not {params.format}")
     try:
         lm = load_model(source)
     except BackendError as e:
         raise RedlineError(f"hf-prm: cannot load {params.path!r}: {e}") from None
-    return LoadedPrm(lm.model, lm.tokenizer, "math-shepherd", lm.device)
+    dtype = pick_dtype(params.dtype, lm.device)
+    model = lm.model if lm.model.dtype == dtype else copy.deepcopy(lm.model).to(dtype)
+    return LoadedPrm(model, lm.tokenizer, "math-shepherd", lm.device, step_tag(lm.tokenizer))
 
 
 def load_prm(params: HfPrmParams) -> LoadedPrm:
@@ -117,13 +188,15 @@ def load_prm(params: HfPrmParams) -> LoadedPrm:
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=remote)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RedlineError(f"hf-prm: cannot load {params.path!r}: {first}") from None
+    except Exception as e:  # a missing or corrupt file, whichever library notices it
+        raise RedlineError(f"hf-prm: cannot load {params.path!r}: {_first_line(e)}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise RedlineError("hf-prm needs a fast tokenizer (tokenizer.json) to locate step tags")
     fmt = detect_format(config, tokenizer) if params.format == "auto" else params.format
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if fmt == "qwen-prm":
+        tag = QWEN_SEPARATOR
+    else:
+        tag = getattr(config, TAG_CONFIG_KEY, None) or step_tag(tokenizer)
     if fmt == "math-shepherd":
         loader = AutoModelForCausalLM
     elif getattr(config, "auto_map", None) and "AutoModel" in config.auto_map:
@@ -134,24 +207,26 @@ def load_prm(params: HfPrmParams) -> LoadedPrm:
     else:
         loader = AutoModelForTokenClassification
     try:
-        model = loader.from_pretrained(source, dtype=dtype, trust_remote_code=remote).to(device)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RedlineError(f"hf-prm: cannot load {params.path!r} as {fmt}: {first}") from None
+        model = loader.from_pretrained(source, dtype=pick_dtype(params.dtype, device),
+                                       trust_remote_code=remote).to(device)
+    except Exception as e:  # a missing or corrupt weights file is one line, not a traceback
+        raise RedlineError(f"hf-prm: cannot load {params.path!r} as {fmt}: {_first_line(e)}") from None
     model.eval()
-    return LoadedPrm(model, tokenizer, fmt, device)
+    return LoadedPrm(model, tokenizer, fmt, device, tag)
 
 
 def _clean(text: str, tag: str) -> str:
     return text.replace(tag, " ").strip() or "."
 
 
-def build_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
-    """The model's input text and the character offset of the last character of each step's tag."""
-    tag = MATH_SHEPHERD_TAG if fmt == "math-shepherd" else QWEN_SEPARATOR
+def build_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str],
+                tag: str | None = None) -> tuple[str, list[int]]:
+    """The model's input text and the character offset of the last character of each step's tag
+    (`tag`: the step tag of math-shepherd and token-classify, `ки` when not given)."""
+    tag = QWEN_SEPARATOR if fmt == "qwen-prm" else tag or MATH_SHEPHERD_TAG
     steps = [_clean(s, tag) for s in steps]
     question = _clean(question, tag)
-    if fmt == "math-shepherd":
+    if fmt != "qwen-prm":
         text, offsets = f"{question} ", []
         for i, step in enumerate(steps):
             text += f"{step} "
@@ -194,12 +269,15 @@ def label_ids(tokenizer: Any) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-def encode_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str],
-                 max_length: int) -> tuple[list[int], list[int | None]]:
+def encode_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str], max_length: int,
+                 tag: str | None = None) -> tuple[list[int], list[int | None]]:
     """Token ids of the model's input and each step's read position (None past `max_length`);
-    shared by scoring and by `redline train prm`, so training and scoring read the same token."""
-    text, chars = build_input(fmt, tokenizer, question, steps)
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=fmt == "math-shepherd", truncation=True,
+    shared by scoring and by `redline train prm`, so training and scoring read the same token.
+    The step tag of math-shepherd and token-classify is the tokenizer's `step_tag` unless given."""
+    if fmt != "qwen-prm" and tag is None:
+        tag = step_tag(tokenizer)
+    text, chars = build_input(fmt, tokenizer, question, steps, tag)
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=fmt != "qwen-prm", truncation=True,
                     max_length=max_length)
     return list(enc["input_ids"]), token_positions(enc["offset_mapping"], chars)
 
@@ -213,38 +291,59 @@ class HfPrmVerifier:
         self.neutral = params.neutral  # steps past max_length; the sanity rules cap all-neutral solutions
         if loaded.format == "math-shepherd":
             self.good_id, self.bad_id = label_ids(loaded.tokenizer)
+        self.batcher: MicroBatcher[tuple[str, list[str]], list[float]] = MicroBatcher(
+            lambda items: run_async(self.score_batch_sync, items), params.batch_size)
 
-    def score_sync(self, question: str, steps: Sequence[str]) -> list[float]:
+    def _pair_logits(self, ids: Any, mask: Any, rows: list[int], cols: list[int]) -> Any:
+        """[right, wrong] logits at the read positions: for a causal LM only the '+' and '-' rows of
+        the output head (the whole vocabulary would cost more than the rest of a small model)."""
+        lm = self.loaded
+        if lm.format == "math-shepherd":
+            hidden = lm.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[rows, cols]
+            head = lm.model.get_output_embeddings()
+            pair = hidden @ head.weight[[self.good_id, self.bad_id]].T
+            return pair + head.bias[[self.good_id, self.bad_id]] if getattr(head, "bias", None) is not None else pair
+        out = lm.model(input_ids=ids, attention_mask=mask)
+        return (out.logits if hasattr(out, "logits") else out[0])[rows, cols][:, [1, 0]]
+
+    def score_batch_sync(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """Scores of several solutions in one right-padded forward pass (on the compute thread)."""
         import torch
 
-        if not steps:
-            return []
         lm = self.loaded
-        ids, positions = encode_input(lm.format, lm.tokenizer, question, steps, self.params.max_length)
-        kept = sorted({p for p in positions if p is not None})
-        only_tags = lm.format == "math-shepherd" and bool(kept)  # a causal LM's vocabulary head, at the tags only
-        extra = {"logits_to_keep": torch.tensor(kept, device=lm.device)} if only_tags else {}
-        row = {p: i if only_tags else p for i, p in enumerate(kept)}
+        encoded = [encode_input(lm.format, lm.tokenizer, q, steps, self.params.max_length, lm.tag)
+                   for q, steps in items]
+        width = max(len(ids) for ids, _ in encoded)
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0  # masked out anyway
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        rows: list[int] = []
+        cols: list[int] = []
+        for b, (tokens, positions) in enumerate(encoded):
+            ids[b, : len(tokens)] = torch.tensor(tokens)
+            mask[b, : len(tokens)] = 1
+            kept = [p for p in positions if p is not None]
+            rows += [b] * len(kept)
+            cols += kept
         with torch.inference_mode():
-            out = lm.model(input_ids=torch.tensor([ids], device=lm.device), **extra)
-        logits = (out.logits if hasattr(out, "logits") else out[0])[0].float()
-        if lm.format == "math-shepherd":
-            pair = logits[:, [self.good_id, self.bad_id]]
-        else:
-            pair = logits[:, [1, 0]]
-        probs = torch.softmax(pair, dim=-1)[:, 0].cpu().tolist()
-        if any(p is None for p in positions):
+            pair = self._pair_logits(ids.to(lm.device), mask.to(lm.device), rows, cols)
+            probs = iter(torch.softmax(pair.float(), dim=-1)[:, 0].cpu().tolist())
+        if any(p is None for _, positions in encoded for p in positions):
             warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
                           "steps past the cut get the neutral score", stacklevel=2)
-        return [self.params.neutral if p is None else clamp01(probs[row[p]]) for p in positions]
+        return [[self.params.neutral if p is None else clamp01(next(probs)) for p in positions]
+                for _, positions in encoded]
 
     async def score(self, question: str, steps: Sequence[str]) -> list[float]:
-        return await run_async(self.score_sync, question, list(steps))
+        if not steps:
+            return []
+        return await self.batcher.submit((question, list(steps)))
 
 
-@VERIFIERS.register("hf-prm", HfPrmParams, "a published PRM via transformers: hf-prm:PATH,format=math-shepherd|qwen-prm",
+@VERIFIERS.register("hf-prm", HfPrmParams,
+                    "a PRM via transformers: hf-prm:PATH,format=math-shepherd|token-classify|qwen-prm",
                     positional=("path",))
 def build_hf_prm(params: HfPrmParams, runtime: Runtime) -> HfPrmVerifier:
-    loaded = runtime.cached(f"hf-prm:{params.path}:{params.format}:{params.device}:{params.trust_remote_code}",
-                            lambda: run_sync(load_prm, params))
+    key = f"hf-prm:{params.path}:{params.format}:{params.device}:{params.dtype}:{params.trust_remote_code}"
+    loaded = runtime.cached(key, lambda: run_sync(load_prm, params))
     return HfPrmVerifier(loaded, params)

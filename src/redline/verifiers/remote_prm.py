@@ -16,6 +16,15 @@ The request sends no `task`: the server uses the model's own pooling task.
 Formats:
 - `qwen-prm` (default): the Qwen2.5-Math-PRM ChatML conversation (system prompt, question, and the
   steps each followed by `<extra_0>`), as the model card builds it with the chat template.
+- `token-classify`: a PRM that `redline train prm --export vllm DIR` wrote
+  (`LlamaForTokenClassification`, 2 labels), served by `vllm serve DIR --runner pooling`. The
+  text is "question step1 TAG\\nstep2 TAG" with the model's one-token step tag, found once by
+  asking the server (POST /tokenize, /detokenize) which of `hf_prm.STEP_TAGS` its tokenizer
+  holds whole, as `hf-prm` picks it.
+  Each input is tokenized there too, and sent as token ids with `"task": "token_classify"`, so
+  the reply's rows line up with known tokens: one [p_negative, p_positive] row per token (ALL
+  pooling, the default) is read at the tag positions; one row per tag (STEP pooling:
+  `--pooler-config '{"tok_pooling_type": "STEP", "step_tag_id": ID}'`) is read as it is.
 - `math-shepherd`: "question step1 ки\\nstep2 ки"; the server must be started with
   `--pooler-config '{"pooling_type": "STEP", "step_tag_id": <id of ки>, "returned_token_ids": [<id of +>,
   <id of ->]}'`; a step's score is P(+) / (P(+) + P(-)). vLLM is reported to return wrong numbers
@@ -36,7 +45,6 @@ import asyncio
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import httpx
@@ -46,8 +54,9 @@ from redline.backends.endpoints import AllAttemptsFailed, Endpoint, EndpointPool
 from redline.errors import BackendError, RedlineError
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
-from redline.verifiers.hf_prm import build_input
 from redline.verifiers.base import clamp01
+from redline.verifiers.batching import MicroBatcher
+from redline.verifiers.hf_prm import STEP_TAGS, build_input, single_token_id
 
 MATH_SHEPHERD_ISSUE = "https://github.com/vllm-project/vllm/issues/13559"
 BASE_URL_ENV = "REDLINE_PRM_BASE_URL"
@@ -58,7 +67,8 @@ PROBE_TIMEOUT_S = 5.0
 class RemotePrmParams(Params):
     model: str = Field(description="the model name the pooling server serves (checked against /v1/models)")
     base_url: str | None = Field(None, description=f"server URL(s), comma-separated (default: ${BASE_URL_ENV})")
-    format: Literal["qwen-prm", "math-shepherd"] = Field("qwen-prm", description="input/output convention")
+    format: Literal["qwen-prm", "token-classify", "math-shepherd"] = Field(
+        "qwen-prm", description="input/output convention")
     batch_size: int = Field(32, ge=1, description="most solutions per /pooling request")
     max_in_flight: int = Field(4, ge=1, description="most requests in flight per endpoint")
     timeout_s: float = Field(60.0, gt=0, description="per request")
@@ -78,9 +88,9 @@ class ChatML:
         return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
-def pooling_input(fmt: str, question: str, steps: Sequence[str]) -> str:
+def pooling_input(fmt: str, question: str, steps: Sequence[str], tag: str | None = None) -> str:
     """The text the PRM reads: one step tag after each (sanitised) step."""
-    return build_input(fmt, ChatML, question, steps)[0]
+    return build_input(fmt, ChatML, question, steps, tag)[0]
 
 
 def step_scores(fmt: str, rows: Any, steps: int) -> list[float]:
@@ -97,11 +107,20 @@ def step_scores(fmt: str, rows: Any, steps: int) -> list[float]:
             raise ValueError(f"a step row must be two probabilities, got {row!r:.80}")
         if not all(0.0 <= p <= 1.0 for p in row):
             raise ValueError(f"step row {row!r:.80} is not probabilities (logits? the pooler's activation is off)")
-        if fmt == "qwen-prm":
-            scores.append(clamp01(row[1]))  # [p_negative, p_positive]
-        else:  # returned_token_ids [+, -]
+        if fmt == "math-shepherd":  # returned_token_ids [+, -]
             scores.append(clamp01(row[0] / (row[0] + row[1])) if row[0] + row[1] > 0 else 0.5)
+        else:  # [p_negative, p_positive]
+            scores.append(clamp01(row[1]))
     return scores
+
+
+def tag_rows(rows: Any, tokens: Sequence[int], tag_id: int) -> Any:
+    """The rows of a token-classify result at the step tags: one row per token (ALL pooling) is
+    cut down to the tags' rows; anything else (STEP pooling's one row per tag) is left as it is
+    for `step_scores` to check."""
+    if isinstance(rows, list) and len(rows) == len(tokens):
+        return [rows[i] for i, t in enumerate(tokens) if t == tag_id]
+    return rows
 
 
 def classify(error: BaseException) -> Outcome:
@@ -118,20 +137,15 @@ async def _probe(client: httpx.AsyncClient) -> None:
 
 
 def _root(url: str) -> str:
-    """The server root: /pooling lives there, next to /v1."""
+    """The server root: /pooling and /tokenize live there, next to /v1."""
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-@dataclass
-class _Pending:
-    text: str
-    steps: int
-    future: asyncio.Future[list[float]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+Solution = tuple[str, list[str]]  # question, steps
 
 
 class RemotePrmVerifier:
     name = "remote-prm"
-    batch_wait_s = 0.002  # how long a request waits for others to join its batch
 
     def __init__(self, params: RemotePrmParams) -> None:
         urls = parse_base_urls(params.base_url or os.environ.get(BASE_URL_ENV))
@@ -149,53 +163,74 @@ class RemotePrmVerifier:
             "remote-prm", [_root(u) for u in urls],
             lambda root: httpx.AsyncClient(base_url=root, timeout=params.timeout_s, headers=headers),
             classify, _probe, max_retries=params.max_retries)
+        self.batcher: MicroBatcher[Solution, list[float]] = MicroBatcher(self._score_batch, params.batch_size)
         self._slots: asyncio.Semaphore | None = None
         self._checked: asyncio.Lock | None = None
         self._model_ok = False
-        self._queue: list[_Pending] = []
-        self._flush: asyncio.TimerHandle | None = None
-        self._sending: set[asyncio.Task[None]] = set()  # held, so the loop cannot drop a batch in flight
+        self._tag: tuple[str, int] | None = None  # token-classify: the step tag and its id
 
     async def score(self, question: str, steps: Sequence[str]) -> list[float]:
         if not steps:
             return []
-        item = _Pending(pooling_input(self.params.format, question, steps), len(steps))
-        self._queue.append(item)
-        if len(self._queue) >= self.params.batch_size:
-            self._send_queued()
-        elif self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(self.batch_wait_s, self._send_queued)
-        return await item.future
+        return await self.batcher.submit((question, list(steps)))
 
-    def _send_queued(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        while self._queue:
-            batch, self._queue = self._queue[: self.params.batch_size], self._queue[self.params.batch_size:]
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _score_batch(self, batch: list[Solution]) -> list[list[float] | BaseException]:
+        """One /pooling request for the batch; a malformed result fails only its own solution."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.params.max_in_flight * len(self.endpoints.endpoints))
-        try:
-            await self._check_model()
-            async with self._slots:
-                data, url = await self._post({"model": self.params.model, "input": [p.text for p in batch]})
-            results = self._results(data, len(batch), url)
-            for p, result in zip(batch, results):
-                if p.future.done():  # its caller gave up (cancelled)
-                    continue
-                try:
-                    p.future.set_result(step_scores(self.params.format, result.get("data"), p.steps))
-                except ValueError as e:
-                    p.future.set_exception(BackendError(f"remote-prm: malformed reply from {url}: {e}"))
-        except Exception as e:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(e)
+        await self._check_model()
+        fmt = self.params.format
+        body: dict[str, Any] = {"model": self.params.model}
+        if fmt == "token-classify":
+            tag, tag_id = await self._step_tag()
+            tokens = await asyncio.gather(*(self._tokenize(pooling_input(fmt, q, s, tag)) for q, s in batch))
+            body |= {"task": "token_classify", "input": list(tokens)}
+        else:
+            body["input"] = [pooling_input(fmt, q, s) for q, s in batch]
+        async with self._slots:
+            data, url = await self._post("/pooling", body)
+        results: list[list[float] | BaseException] = []
+        for i, (result, (_, steps)) in enumerate(zip(self._results(data, len(batch), url), batch)):
+            rows = result.get("data")
+            if fmt == "token-classify":
+                rows = tag_rows(rows, body["input"][i], tag_id)
+            try:
+                results.append(step_scores(fmt, rows, len(steps)))
+            except ValueError as e:
+                results.append(BackendError(f"remote-prm: malformed reply from {url}: {e}"))
+        return results
+
+    async def _tokenize(self, text: str, special: bool = True) -> list[int]:
+        """The server's token ids of `text` (vLLM's POST /tokenize)."""
+        data, url = await self._post("/tokenize", {"model": self.params.model, "prompt": text,
+                                                   "add_special_tokens": special})
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+            raise BackendError(f"remote-prm: malformed reply from {url}/tokenize: no 'tokens' list: {str(data)[:200]}")
+        return tokens
+
+    async def _detokenize(self, token: int) -> str:
+        """The server's text of one token id (vLLM's POST /detokenize)."""
+        data, url = await self._post("/detokenize", {"model": self.params.model, "tokens": [token]})
+        text = data.get("prompt") if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            raise BackendError(f"remote-prm: malformed reply from {url}/detokenize: no 'prompt': {str(data)[:200]}")
+        return text
+
+    async def _step_tag(self) -> tuple[str, int]:
+        """Once: the first of STEP_TAGS the served tokenizer holds as one token, as `hf-prm` picks it."""
+        if self._tag is None:
+            for tag in STEP_TAGS:
+                alone, in_context = await asyncio.gather(self._tokenize(tag, False), self._tokenize(f"x {tag}", False))
+                decoded = await self._detokenize(alone[0]) if len(alone) == 1 else ""
+                tag_id = single_token_id(alone, in_context, lambda _: decoded, tag)
+                if tag_id is not None:
+                    self._tag = tag, tag_id
+                    break
+            else:
+                raise BackendError(f"remote-prm: the tokenizer of {self.params.model!r} holds none of "
+                                   f"{', '.join(STEP_TAGS)} as one token; is it a PRM exported by redline?")
+        return self._tag
 
     @staticmethod
     def _results(data: Any, expected: int, url: str) -> list[dict[str, Any]]:
@@ -211,9 +246,9 @@ class RemotePrmVerifier:
             raise BackendError(f"remote-prm: malformed reply from {url}: result indexes are not 0..{expected - 1}")
         return ordered
 
-    async def _post(self, body: dict[str, Any]) -> tuple[Any, str]:
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[Any, str]:
         async def attempt(endpoint: Endpoint[httpx.AsyncClient]) -> tuple[Any, str]:
-            response = await endpoint.client.post("/pooling", json=body)
+            response = await endpoint.client.post(path, json=body)
             response.raise_for_status()
             try:
                 return response.json(), endpoint.stats.url
@@ -268,7 +303,8 @@ def _describe(error: BaseException) -> str:
 
 
 @VERIFIERS.register("remote-prm", RemotePrmParams,
-                    "a PRM served by vLLM's pooling API: remote-prm:MODEL,base_url=URL[,format=math-shepherd]",
+                    "a PRM served by vLLM's pooling API: remote-prm:MODEL,base_url=URL"
+                    "[,format=token-classify|math-shepherd]",
                     positional=("model",), operator_only=True)  # it names servers to call: not for HTTP clients
 def build_remote_prm(params: RemotePrmParams, runtime: Runtime) -> RemotePrmVerifier:
     key = f"remote-prm:{params.model_dump_json()}"
