@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
-from redline.backends.base import GenerationRequest
-from redline.ledger import PROCESS_LEDGER, Budget, Ledger, phase, use_ledger
+import pytest
+
+from redline.backends.base import Completion, GenerationRequest, TokenLogprob
+from redline.errors import BudgetExceeded
+from redline.ledger import PROCESS_LEDGER, Budget, Hold, Ledger, current_ledger, phase, use_ledger
 from redline.loop import Solver, build_solver
 from redline.strategies.base import SolveContext
 from redline.types import Candidate, Problem, Result, Solution, Usage
@@ -17,10 +21,14 @@ PHASE_PLAN = ("solve", "verify", "revise", "verify", "revise", "verify")
 class ThreePhases:
     """A test strategy: solve, then alternate verify and revise calls, proposing each revision."""
 
+    def __init__(self, max_tokens: int = 16) -> None:
+        self.max_tokens = max_tokens
+
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         solution = None
         for phase_name in PHASE_PLAN:
-            request = GenerationRequest(messages=[{"role": "user", "content": problem.question}], max_tokens=16)
+            request = GenerationRequest(messages=[{"role": "user", "content": problem.question}],
+                                        max_tokens=self.max_tokens)
             [completion] = await ctx.generate(request, phase_name)
             if phase_name != "verify":
                 solution = Solution.from_text(completion.text)
@@ -66,12 +74,70 @@ async def test_max_calls_stops_with_the_best_answer_so_far():
     assert result.answer == "6"  # proposed by the third call, the best-scored so far
 
 
-async def test_max_tokens_total_stops_before_the_call_that_would_overrun():
-    result = await solver(["The answer is 9."], Budget(max_tokens_total=20)).solve(Problem("What is 2 + 3?"))
-    # Each call costs 5 prompt + 4 completion words: calls run while the total is under 20.
-    assert result.stopped == "max_tokens_total=20 reached"
+async def test_max_tokens_total_books_each_call_before_it_starts_and_never_overruns():
+    # A call books its prompt (5 words) plus max_tokens (16) and spends 5 + 4: it starts only
+    # while 21 more tokens fit, so three calls (27 tokens) run under 40 and the fourth never starts.
+    result = await solver(["The answer is 9."], Budget(max_tokens_total=40)).solve(Problem("What is 2 + 3?"))
+    assert result.stopped.startswith("max_tokens_total=40 reached")
     assert result.total.calls == 3 and result.total.total_tokens == 27
     assert result.answer == "9"
+
+
+async def test_a_call_that_cannot_fit_its_worst_case_is_not_made():
+    # 20 tokens cannot hold one call's 5-word prompt plus 16 new tokens: nothing is spent.
+    built = solver(["The answer is 9."], Budget(max_tokens_total=20))
+    result = await built.solve(Problem("What is 2 + 3?"))
+    assert result.stopped == "max_tokens_total=20 reached: 20 tokens left, a 5-token prompt needs 21"
+    assert result.total.calls == 0 and built.runtime.backend.inner.requests == []
+    assert result.answer is None
+
+
+async def test_the_last_calls_get_a_smaller_max_tokens_that_fits():
+    # max_tokens=64 does not fit 60 - 5; what is left (55, then 46, then 37) is still at least
+    # MIN_USEFUL_TOKENS, so the calls run with that limit; 28 is not, so the fourth call is refused.
+    built = solver(["The answer is 9."], Budget(max_tokens_total=60))
+    built.strategy = ThreePhases(max_tokens=64)
+    result = await built.solve(Problem("What is 2 + 3?"))
+    assert [r.max_tokens for r in built.runtime.backend.inner.requests] == [55, 46, 37]
+    assert result.total.total_tokens == 27 <= 60 and result.stopped.startswith("max_tokens_total=60 reached")
+
+
+async def test_computed_tokens_count_by_default_and_billed_on_request():
+    cached = Completion("The answer is 9.", "stop", prompt_tokens=5, completion_tokens=4, latency_s=0.0,
+                        cached_tokens=5)  # the whole prompt served from a cache
+    computed = await solver([cached], Budget(max_tokens_total=45)).solve(Problem("What is 2 + 3?"))
+    billed = await solver([cached], Budget(max_tokens_total=45, count="billed")).solve(Problem("What is 2 + 3?"))
+    # Booked worst case is 5 + 16 either way (the scripted backend knows of no cache ahead); spent
+    # is 4 computed or 9 billed per call, so computed lets all six calls run and billed only three.
+    assert computed.stopped is None and computed.total.calls == 6 and computed.total.computed_tokens == 24
+    assert billed.total.calls == 3 and billed.total.total_tokens == 27
+
+
+def test_reserve_counts_the_prompt_once_and_cached_tokens_only_when_billed():
+    ledger = Ledger(budget=Budget(max_tokens_total=100))
+    hold = ledger.reserve(prompt_tokens=30, cached_tokens=20, max_tokens=10, n=8)
+    assert hold == Hold(tokens=10 + 10 * 8, max_tokens=10)
+    with pytest.raises(BudgetExceeded):  # 10 left: below min(10, MIN_USEFUL_TOKENS) per sample after the prompt
+        ledger.reserve(prompt_tokens=5, cached_tokens=0, max_tokens=10)
+    ledger.release(hold)
+    billed = Ledger(budget=Budget(max_tokens_total=100, count="billed"))
+    with pytest.raises(BudgetExceeded):  # the cached 20 count when billed: 8 samples of 10 do not fit 100 - 30
+        billed.reserve(30, 20, 10, n=8)
+    assert billed.reserve(30, 20, 100, n=2) == Hold(tokens=30 + 2 * 35, max_tokens=35)  # shrunk to fit
+    assert Ledger().reserve(10**9, 0, None).max_tokens is None  # no budget: nothing is shrunk
+
+
+async def test_timeout_s_stops_a_call_that_hangs_with_the_best_answer_so_far():
+    def script(request, i):
+        backend.delay_s = 600  # every call after the first hangs
+        return "The answer is 5."
+    built = solver(script, Budget(timeout_s=0.5))
+    backend = built.runtime.backend.inner
+    ledgers = []
+    result = await built.solve(Problem("What is 2 + 3?"), on_record=lambda rec: ledgers.append(current_ledger()))
+    assert result.stopped == "timeout_s=0.5 reached"
+    assert result.answer == "5" and result.total.calls == 1 and ledgers[0].started == 2  # the second call hung
+    assert result.wall_s < 60  # the hanging call was cancelled, not awaited
 
 
 async def test_budget_keys_on_a_spec():
@@ -119,3 +185,53 @@ async def test_cot_records_one_solve_call():
     assert request.max_tokens == 32 and request.temperature == 0.0
     assert ctx_result.usage["solve"].calls == 1
     assert [s.text for s in ctx_result.solution.steps] == ["Step 1: 2 + 2 = 4.\nThe answer is 4."]
+
+
+# --- concurrent calls: the judge scores every step of every path at once -----------------------
+
+SOLUTION = "Step 1: 2 + 3 = 5 apples (draft {i}).\n\nStep 2: So there are 5 apples. The answer is 5."
+SPECS = ["bon:n=8,verifier=judge", "beam:n=4,width=2,verifier=judge,step_tokens=24"]
+
+
+def judged_runtime():
+    """Whole samples are SOLUTION, step drafts its steps, each draft its own (so the judge's cache
+    does not merge them); judge calls get a 'Yes' verdict with logprobs that bills its prompt
+    exactly as the scripted backend counts it. Every call takes 10 ms, so calls started together
+    are in flight together."""
+    def script(request, i):
+        if request.logprobs:
+            yes = TokenLogprob("Yes", math.log(0.8), {"Yes": math.log(0.8), "No": math.log(0.2)})
+            return Completion("Yes", "stop", backend.prompt_cost(request)[0], 1, 0.0, (yes,))
+        if request.prefix.endswith("Step 1:"):
+            return f" 2 + 3 = 5 apples (draft {i})."
+        if request.prefix.endswith("Step 2:"):
+            return f" So there are 5 apples (draft {i}). The answer is 5."
+        return SOLUTION.format(i=i)
+    runtime = scripted_runtime(script, max_tokens=24)
+    backend = runtime.backend.inner
+    backend.delay_s = 0.01
+    return runtime
+
+
+@pytest.mark.parametrize("spec", SPECS)
+async def test_max_calls_holds_when_the_judge_starts_its_calls_together(spec):
+    # bon: one sampling call, then 8 x 2 step verdicts started together; beam: 4 steps, then 4 verdicts.
+    result = await build_solver(f"{spec},max_calls=3", judged_runtime()).solve(Problem("What is 2 + 3?"))
+    assert result.stopped == "max_calls=3 reached"
+    assert result.total.calls == 3 and result.usage["verify"].calls == 2
+
+
+@pytest.mark.parametrize("spec", SPECS)
+async def test_max_tokens_total_holds_when_the_judge_starts_its_calls_together(spec):
+    free_runtime = judged_runtime()
+    free = await build_solver(spec, free_runtime).solve(Problem("What is 2 + 3?"))
+    first = free_runtime.backend.inner.requests[0]
+    first_booking = free_runtime.backend.prompt_cost(first)[0] + first.max_tokens * first.n
+    verdicts = []
+    # Caps from just enough for the first call up to just short of the unbudgeted run's spend.
+    for cap in range(first_booking, free.total.computed_tokens, 40):
+        result = await build_solver(f"{spec},max_tokens_total={cap}", judged_runtime()).solve(Problem("What is 2 + 3?"))
+        assert result.total.computed_tokens <= cap, (cap, result.total)
+        assert result.stopped.startswith(f"max_tokens_total={cap} reached")
+        verdicts.append(result.usage.get("verify", Usage()).calls)
+    assert 0 < max(verdicts) < free.usage["verify"].calls  # some caps stopped a wave of verdicts partway

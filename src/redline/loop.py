@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import Field, ValidationError
 
@@ -20,7 +20,8 @@ from redline.spec import Component, parse_pipeline
 from redline.strategies.base import ContextProvider, SolveContext, Strategy
 from redline.types import Problem, Result
 
-BUDGET_KEYS = ("max_tokens_total", "max_calls", "timeout_s")
+BUDGET_KEYS = ("max_tokens_total", "max_calls", "timeout_s", "budget")
+_BUDGET_FIELDS = {"budget": "count"}  # spec key -> Budget field, where they differ
 
 
 @dataclass
@@ -67,11 +68,13 @@ def _split_budget(component: Component) -> tuple[Component, dict[str, Any]]:
 
 
 class BudgetParams(Params):
-    """Budget keys any strategy accepts; positive and finite, like every other parameter."""
+    """Budget keys any strategy accepts; positive and finite, like every other parameter.
+    `budget` says which tokens max_tokens_total counts (see `redline.ledger.Budget`)."""
 
     max_tokens_total: int | None = Field(None, ge=1)
     max_calls: int | None = Field(None, ge=1)
     timeout_s: float | None = Field(None, gt=0)
+    budget: Literal["computed", "billed"] | None = None
 
 
 def _budget(values: dict[str, Any], base: Budget) -> Budget:
@@ -80,7 +83,8 @@ def _budget(values: dict[str, Any], base: Budget) -> Budget:
     except ValidationError as e:
         raise SpecError("bad budget value: " + "; ".join(f"{'.'.join(map(str, err['loc'])) or 'budget'}: {err['msg']}"
                                                          for err in e.errors())) from None
-    return Budget(**{k: getattr(given, k) if k in values else getattr(base, k) for k in BUDGET_KEYS})
+    fields = {k: _BUDGET_FIELDS.get(k, k) for k in BUDGET_KEYS}
+    return Budget(**{f: getattr(given, k) if k in values else getattr(base, f) for k, f in fields.items()})
 
 
 def is_component_name(name: str) -> bool:
@@ -90,7 +94,7 @@ def is_component_name(name: str) -> bool:
 def build_solver(spec: str, runtime: Runtime, budget: Budget | None = None) -> Solver:
     """Parse and validate `spec` (strategy plus context providers) and build it on `runtime`.
 
-    Budget keys (max_tokens_total, max_calls, timeout_s) are accepted on any strategy.
+    Budget keys (max_tokens_total, max_calls, timeout_s, budget=computed|billed) are accepted on any strategy.
     """
     components = parse_pipeline(spec, is_component_name)
     strategies = [c for c in components if c.name in STRATEGIES]

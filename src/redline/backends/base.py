@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
 
-from redline.ledger import CallRecord, current_ledger, current_phase
+from redline.ledger import CallRecord, Hold, Ledger, current_ledger, current_phase
 
 Message = Mapping[str, Any]
 
@@ -65,8 +66,37 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Tokens a chat template may add per message (role markers, separators), counted high."""
+TEMPLATE_OVERHEAD_TOKENS = 32
+"""Tokens a chat template may add once (a default system prompt, the generation prompt), counted high."""
+
+
+def estimate_prompt_tokens(request: GenerationRequest) -> int:
+    """A safe over-estimate of a request's prompt tokens without its tokenizer: its UTF-8 bytes
+    (a byte-level BPE token covers at least one byte) plus a template's overheads."""
+    if request.prompt is not None:
+        return len((request.prompt + request.prefix).encode("utf-8")) + TEMPLATE_OVERHEAD_TOKENS
+    texts = [str(m.get("content") or "") for m in request.messages or ()] + [request.prefix]
+    return sum(len(t.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS for t in texts) + TEMPLATE_OVERHEAD_TOKENS
+
+
+def estimate_body_tokens(body: Mapping[str, Any]) -> int:
+    """`estimate_prompt_tokens` for a raw chat body: the JSON bytes of its messages (tool calls
+    included) and tools."""
+    messages = list(body.get("messages") or ())
+    shown = [messages] + [body[k] for k in ("tools", "functions") if body.get(k)]
+    return (len(json.dumps(shown, ensure_ascii=False).encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS * len(messages)
+            + TEMPLATE_OVERHEAD_TOKENS)
+
+
 class LedgeredBackend:
-    """Wraps a backend so that every call is budget-checked and recorded in the current ledger."""
+    """Wraps a backend so that every call is booked against the current ledger's budget before it
+    starts (see `redline.ledger`) and recorded when it ends.
+
+    The booking needs the prompt's cost: the inner backend's `prompt_cost(request) -> (prompt
+    tokens, of which cached)` when it has one (exact for local and scripted), else
+    `estimate_prompt_tokens`, which errs high."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
@@ -78,47 +108,77 @@ class LedgeredBackend:
         """Whether the inner backend takes raw chat-completions bodies (openai, scripted)."""
         return hasattr(self.inner, "passthrough")
 
+    def prompt_cost(self, request: GenerationRequest) -> tuple[int, int]:
+        """(prompt tokens, of which cached) of `request`: the inner backend's count, else an over-estimate."""
+        exact = getattr(self.inner, "prompt_cost", None)
+        return exact(request) if exact is not None else (estimate_prompt_tokens(request), 0)
+
     async def generate(self, request: GenerationRequest) -> list[Completion]:
-        current_ledger().check_budget()
+        ledger = current_ledger()
+        hold = ledger.reserve(*self.prompt_cost(request), request.max_tokens, request.n)
+        if hold.max_tokens is not None and hold.max_tokens < request.max_tokens:
+            request = replace(request, max_tokens=hold.max_tokens)
         t0 = time.perf_counter()
-        completions = await self.inner.generate(request)
-        self._record(sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
-                     t0, request.n, sum(c.cached_tokens for c in completions),
-                     completions[0].endpoint if completions else "")
+        try:
+            completions = await self.inner.generate(request)
+        except BaseException:
+            ledger.release(hold)
+            raise
+        self._settle(ledger, hold, sum(c.prompt_tokens for c in completions),
+                     sum(c.completion_tokens for c in completions), t0, request.n,
+                     sum(c.cached_tokens for c in completions), completions[0].endpoint if completions else "")
         return completions
+
+    def _reserve_body(self, ledger: Ledger, body: dict[str, Any]) -> tuple[Hold, dict[str, Any]]:
+        """Book a raw chat body; a budget that shrinks the call sets its max_tokens."""
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        hold = ledger.reserve(estimate_body_tokens(body), 0, int(asked) if asked else None, int(body.get("n") or 1))
+        if hold.max_tokens is not None and hold.max_tokens != asked:
+            key = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+            body = {**body, key: hold.max_tokens}
+        return hold, body
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """Forward a raw chat-completions body; its reported usage goes to the ledger."""
-        current_ledger().check_budget()
+        ledger = current_ledger()
+        hold, body = self._reserve_body(ledger, body)
         t0 = time.perf_counter()
-        data = await self.inner.passthrough(body)  # type: ignore[attr-defined]
-        self._record_usage(data.get("usage") if isinstance(data, dict) else None, t0)
+        try:
+            data = await self.inner.passthrough(body)  # type: ignore[attr-defined]
+        except BaseException:
+            ledger.release(hold)
+            raise
+        self._settle_usage(ledger, hold, data.get("usage") if isinstance(data, dict) else None, t0)
         return data  # type: ignore[no-any-return]
 
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streamed form of `passthrough`; usage is recorded from the usage chunk, when sent."""
-        current_ledger().check_budget()
+        ledger = current_ledger()
+        hold, body = self._reserve_body(ledger, body)
         t0 = time.perf_counter()
         usage = None
-        async for chunk in self.inner.passthrough_stream(body):  # type: ignore[attr-defined]
-            if isinstance(chunk, dict) and chunk.get("usage"):
-                usage = chunk["usage"]
-            yield chunk
-        self._record_usage(usage, t0)
+        try:
+            async for chunk in self.inner.passthrough_stream(body):  # type: ignore[attr-defined]
+                if isinstance(chunk, dict) and chunk.get("usage"):
+                    usage = chunk["usage"]
+                yield chunk
+        except BaseException:
+            ledger.release(hold)
+            raise
+        self._settle_usage(ledger, hold, usage, t0)
 
-    def _record_usage(self, usage: Mapping[str, Any] | None, t0: float) -> None:
+    def _settle_usage(self, ledger: Ledger, hold: Hold, usage: Mapping[str, Any] | None, t0: float) -> None:
         usage = usage or {}
         cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-        self._record(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), t0,
-                     cached_prompt_tokens=cached)
+        self._settle(ledger, hold, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                     t0, cached_prompt_tokens=cached)
 
-    def _record(self, prompt_tokens: int, completion_tokens: int, t0: float, n: int = 1,
-                cached_prompt_tokens: int = 0, endpoint: str = "") -> None:
-        ledger = current_ledger()
-        ledger.record(CallRecord(strategy=ledger.strategy, phase=current_phase(), model=self.model,
-                                 prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                 latency_s=time.perf_counter() - t0, n=n, cached_prompt_tokens=cached_prompt_tokens,
-                                 endpoint=endpoint))
+    def _settle(self, ledger: Ledger, hold: Hold, prompt_tokens: int, completion_tokens: int, t0: float,
+                n: int = 1, cached_prompt_tokens: int = 0, endpoint: str = "") -> None:
+        ledger.settle(hold, CallRecord(strategy=ledger.strategy, phase=current_phase(), model=self.model,
+                                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                       latency_s=time.perf_counter() - t0, n=n,
+                                       cached_prompt_tokens=cached_prompt_tokens, endpoint=endpoint))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -35,7 +35,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import openai
 
-from redline.backends.base import Completion, GenerationRequest, TokenLogprob
+from redline.backends.base import Completion, GenerationRequest, TokenLogprob, estimate_prompt_tokens
 from redline.backends.endpoints import AllAttemptsFailed, Endpoint, EndpointPool, Outcome, parse_base_urls
 from redline.errors import BackendError
 
@@ -97,6 +97,7 @@ class OpenAIBackend:
         self.model = model or os.environ.get("REDLINE_MODEL") or self._first_served_model(key, timeout_s)
         self._limit = asyncio.Semaphore(max_concurrency * len(urls))
         self._native_n = True       # False once the server ignored n
+        self._native_n_seen = False  # True once the server answered n > 1 with n choices
         self._prefill_extra = True  # False once the server rejected continue_final_message
 
     @property
@@ -164,12 +165,20 @@ class OpenAIBackend:
             if not self._native_n and request.n > 1:
                 return await self._split_n(request, request.n)
             completions = await self._request(request, request.n, request.seed)
+            self._native_n_seen = self._native_n_seen or len(completions) == request.n > 1
             if len(completions) < request.n:
                 self._native_n = False
                 completions += await self._split_n(request, request.n - len(completions), first_offset=1)
             return completions[: request.n]
         except openai.APIError as e:
             raise self._error(e) from None
+
+    def prompt_cost(self, request: GenerationRequest) -> tuple[int, int]:
+        """(prompt tokens, of which cached) a request may bill, for the ledger's booking: an
+        over-estimate (the server's tokenizer is not known here, nor its cache), counted once per
+        sample until the server has shown that it honours `n` (else each sample is its own call)."""
+        copies = 1 if request.n == 1 or self._native_n_seen else request.n
+        return estimate_prompt_tokens(request) * copies, 0
 
     async def _split_n(self, request: GenerationRequest, count: int, first_offset: int = 0) -> list[Completion]:
         """`count` single-choice calls; seeds differ so sampled calls do not repeat each other."""

@@ -19,7 +19,9 @@ Script = Union[Sequence[Any], Callable[[GenerationRequest, int], Any]]
 class ScriptedBackend:
     """Answers from a list (in order, cycling) or from a function of (request, call index).
 
-    Token counts are whitespace word counts, so tests can predict them exactly. `passthrough`
+    Token counts are whitespace word counts, so tests can predict them exactly (`max_tokens` cuts
+    a text after that many words, finish_reason "length"); a call bills its
+    prompt once, on its first completion, whatever `n` is (`prompt_cost` gives it ahead). `passthrough`
     and `passthrough_stream` mirror the OpenAI backend's, for server tests; the bodies they
     received are kept in `bodies`.
     """
@@ -44,16 +46,22 @@ class ScriptedBackend:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         prompt_words = _prompt_words(request)
-        out = []
+        out: list[Completion] = []
         for _ in range(request.n):
             item = self._next(request)
             if isinstance(item, Completion):  # a whole completion: logprobs, finish_reason="length"
                 out.append(item)
                 continue
-            text, stopped = truncate_at_stop(item, request.stop)
-            out.append(Completion(text=text, finish_reason="stop", prompt_tokens=prompt_words,
+            text, _ = truncate_at_stop(item, request.stop)
+            text, cut = _cut_words(text, request.max_tokens)
+            out.append(Completion(text=text, finish_reason="length" if cut else "stop",
+                                  prompt_tokens=0 if out else prompt_words,
                                   completion_tokens=len(text.split()), latency_s=self.delay_s))
         return out
+
+    def prompt_cost(self, request: GenerationRequest) -> tuple[int, int]:
+        """(prompt tokens, of which cached) a call of `request` bills: its words, none cached."""
+        return _prompt_words(request), 0
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """Answer a chat-completions body as an OpenAI server would, with its usage."""
@@ -91,6 +99,12 @@ def _prompt_words(request: GenerationRequest) -> int:
     words = len(request.prompt.split()) if request.prompt is not None else sum(
         len(str(m.get("content") or "").split()) for m in request.messages or ())
     return words + len(request.prefix.split())
+
+
+def _cut_words(text: str, max_words: int) -> tuple[str, bool]:
+    """`text` cut after its first `max_words` words (a word is a token here), and whether it was cut."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    return (text[: ends[max_words - 1]], True) if len(ends) > max_words else (text, False)
 
 
 def _pieces(text: str) -> list[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any, Sequence
 
+from redline.ledger import gather_calls
 from redline.strategies.base import SolveContext
 from redline.types import Candidate, Problem, Solution
 
@@ -15,8 +15,8 @@ async def score_all(ctx: SolveContext, verifier: Any, problem: Problem, solution
     """Score every solution (phase 'verify', sanity rules applied) and return them as Candidates in
     order; propose each unless they are partial (`propose=False`: beam and MCTS prefixes, which
     are not held to the final-answer rule)."""
-    scored = await asyncio.gather(*(ctx.score(verifier, problem.question, s, agg, complete=propose)
-                                    for s in solutions))
+    scored = await gather_calls(*(ctx.score(verifier, problem.question, s, agg, complete=propose)
+                                  for s in solutions))
     candidates = [replace(c, origin=origin) for c in scored]
     if propose:
         for c in candidates:

@@ -6,7 +6,6 @@ carry their own parameters in parentheses: `ensemble:(judge:mode=text)+arith,mod
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from typing import Any, Literal, Sequence
@@ -14,6 +13,7 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, field_validator
 
 from redline.errors import SpecError
+from redline.ledger import gather_calls
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.spec import split_top
@@ -72,7 +72,11 @@ class EnsembleVerifier:
         return out
 
     async def score(self, question: str, steps: Sequence[str]) -> list[float]:
-        results = await asyncio.gather(*(m.score(question, steps) for m in self.members))
+        results = await gather_calls(*(m.score(question, steps) for m in self.members))
+        for member, scores in zip(self.members, results):  # a short list would cut every column (zip)
+            if len(scores) != len(steps):
+                raise ValueError(f"ensemble member {getattr(member, 'name', '?')!r} gave {len(scores)} scores "
+                                 f"for {len(steps)} steps")
         return self.combine(results)
 
 

@@ -20,7 +20,6 @@ It costs one more call per distinct prefix (cached like the step verdicts).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -30,7 +29,7 @@ from typing import Literal, Sequence
 from pydantic import Field
 
 from redline.backends.base import Completion, GenerationRequest
-from redline.ledger import phase
+from redline.ledger import gather_calls, phase
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.text import render
@@ -168,7 +167,7 @@ class JudgeVerifier:
         return p
 
     async def _score_logprobs(self, question: str, steps: Sequence[str]) -> list[float] | None:
-        scores = await asyncio.gather(*(self._step_score(question, steps, k) for k in range(len(steps))))
+        scores = await gather_calls(*(self._step_score(question, steps, k) for k in range(len(steps))))
         if any(s is None for s in scores):
             return None
         return [float(s) for s in scores]  # type: ignore[arg-type]
