@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from redline.bench.metrics import (budget_curves, compare_to_baseline, family_and_budget, load_prices,
-                                   majority_curve, mcnemar_exact, paired_comparison, pareto_front, pass_at_k,
-                                   summarize, wilson_interval)
+from redline.bench.metrics import (budget_curves, compare_to_baseline, compare_tokens_to_baseline,
+                                   family_and_budget, load_prices, majority_curve, mcnemar_exact, paired_comparison,
+                                   pareto_front, pass_at_k, summarize, wilson_interval)
 from redline.bench.store import ResultRow
 from redline.errors import RedlineError
 
@@ -143,7 +143,27 @@ def test_compare_to_baseline_pairs_on_shared_graded_problems():
 def test_budget_curves_group_families():
     rows = {f"sc:n={n}": [row("a", "sc", n > 2, prompt=10 * n)] for n in (2, 4, 8)}
     summaries = [summarize(k, v) for k, v in rows.items()] + [summarize("cot", [row("a", "cot", True)])]
-    assert budget_curves(summaries) == {"sc (n)": [(2.0, 25.0, 0.0), (4.0, 45.0, 1.0), (8.0, 85.0, 1.0)]}
+    assert budget_curves(summaries) == {"sc (n)": [(2.0, 25.0, 25.0, 0.0), (4.0, 45.0, 45.0, 1.0),
+                                                   (8.0, 85.0, 85.0, 1.0)]}  # nothing cached: computed = billed
+
+
+def test_computed_tokens_and_paired_token_deltas_by_hand():
+    def cached(pid, strategy, prompt, cached_prompt, completion):
+        return ResultRow(pid, strategy, "1", True, True, prompt, completion, 1, 1.0, None, "m", [], cached_prompt)
+
+    rows = {"base": [cached("a", "base", 100, 0, 10), cached("b", "base", 200, 50, 20), cached("c", "base", 60, 0, 6)],
+            "x": [cached("a", "x", 300, 240, 30), cached("b", "x", 100, 100, 10)]}  # x never ran problem c
+    s = summarize("x", rows["x"])
+    assert (s.mean_tokens, s.total_tokens) == (220, 440)  # billed: (330 + 110) / 2
+    assert (s.mean_computed_tokens, s.total_computed_tokens) == (50, 100)  # (60 + 30) and (0 + 10)
+    deltas = compare_tokens_to_baseline(rows, "base")
+    assert list(deltas) == ["x"]
+    billed, computed = deltas["x"]["billed"], deltas["x"]["computed"]
+    assert (billed.n, billed.mean, billed.baseline_mean, billed.diff) == (2, 220, 165, 55)  # a: 110, b: 220
+    assert (computed.mean, computed.baseline_mean, computed.diff) == (50, 140, -90)  # a: 110, b: 170
+    assert computed.share == pytest.approx(50 / 140) and billed.share == pytest.approx(220 / 165)
+    assert computed.ci == pytest.approx((-160, -20))  # pairs -20 and -160: a resampled mean is -20, -90 or -160
+    assert billed.ci[0] <= billed.diff <= billed.ci[1]
 
 
 def test_load_prices(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from redline.backends.base import Completion
 from redline.bench.report import write_reports
 from redline.bench.runner import run_eval
 from redline.cli import app
@@ -45,7 +46,7 @@ async def scripted_run(tmp_path):
 async def test_reports_from_a_scripted_run(scripted_run):
     data, files = write_reports(scripted_run, prices={"*": {"prompt": 1.0, "completion": 2.0}})
     names = {f.name for f in files}
-    assert names == {"report.md", "results.csv", "accuracy_vs_tokens.png", "report.html"}
+    assert names == {"report.md", "results.csv", "summary.json", "accuracy_vs_tokens.png", "report.html"}
     cot, stepco = data.summaries
     assert (cot.accuracy, stepco.accuracy) == (0.0, 1.0)  # StepCo fixed the flagged step, cot kept 5
     comparison = data.comparisons["stepco:max_iters=1"]
@@ -53,13 +54,85 @@ async def test_reports_from_a_scripted_run(scripted_run):
     with (scripted_run / "results.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == 6 and {r["correct"] for r in table if r["strategy"] == "cot"} == {"0"}
-    assert all(r["gold"] == "4" and int(r["total_tokens"]) > 0 for r in table)
+    assert all(r["gold"] == "4" and int(r["billed_tokens"]) > 0 for r in table)
     md = (scripted_run / "report.md").read_text()
     assert "| stepco:max_iters=1 | 100.0% (3/3) |" in md and "+100.0 [+100.0, +100.0]" in md
     html = (scripted_run / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 1
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "report.html must not load anything"
     assert "</script><b>" not in html.split('id="problems-data">')[1].split("</script>")[0]
+
+
+class CachedPrompts:
+    """Answers 2 + 2 with made-up token counts, part of each prompt served from a cache, and keeps
+    what it billed: a request bills its prompt once, on its first sample, as an API does."""
+
+    def __init__(self) -> None:
+        self.billed = self.computed = 0
+        self.last_request = None
+
+    def __call__(self, request, index: int) -> Completion:
+        first = request is not self.last_request
+        self.last_request = request
+        prompt, cached, completion = (20 + index, 5 * (index % 3), 7 + index % 4) if first else (0, 0, 6)
+        self.billed += prompt + completion
+        self.computed += prompt - cached + completion
+        return Completion("Step 1: 2 + 2 = 4.\nStep 2: The answer is 4.", "stop", prompt, completion, 0.0,
+                          cached_tokens=cached)
+
+
+async def test_billed_and_computed_tokens_add_up_in_the_ledger_the_report_and_the_csv(tmp_path):
+    from redline.bench.store import ResultStore
+
+    script = CachedPrompts()
+    runtime = scripted_runtime(script, max_tokens=32)
+    problems = [Problem(f"What is 2 + 2? ({i})", "4", id=f"p{i}") for i in range(4)]
+    await run_eval(tmp_path, problems, "cot,sc:n=3", runtime, concurrency=1)
+    assert script.computed < script.billed  # the cache served part of the prompts
+    with ResultStore(tmp_path, create=False) as store:  # each solve's ledger, as its result stored it
+        ledgers = [result["usage_total"] for p in problems for _, _, result in store.full_results(p.id).values()]
+    assert len(ledgers) == 8 and sum(u["total_tokens"] for u in ledgers) == script.billed
+    assert sum(u["computed_tokens"] for u in ledgers) == script.computed
+    data, _ = write_reports(tmp_path)
+    cot, sc = data.summaries
+    assert cot.total_tokens + sc.total_tokens == script.billed  # the report
+    assert cot.total_computed_tokens + sc.total_computed_tokens == script.computed
+    with (tmp_path / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert sum(int(r["billed_tokens"]) for r in table) == script.billed  # the CSV
+    assert sum(int(r["computed_tokens"]) for r in table) == script.computed
+    for r in table:
+        assert int(r["computed_tokens"]) == int(r["uncached_prompt_tokens"]) + int(r["completion_tokens"])
+    summary = json.loads((tmp_path / "summary.json").read_text())  # the JSON
+    assert sum(s["total_computed_tokens"] for s in summary["strategies"]) == script.computed
+    per_problem = {m: [int(r[f"{m}_tokens"]) for r in table if r["strategy"] == "sc:n=3"] for m in ("billed", "computed")}
+    base = {m: [int(r[f"{m}_tokens"]) for r in table if r["strategy"] == "cot"] for m in ("billed", "computed")}
+    for measure in ("billed", "computed"):  # the paired Δ of each measure, from the CSV by hand
+        delta = data.token_deltas["sc:n=3"][measure]
+        assert delta.diff == pytest.approx((sum(per_problem[measure]) - sum(base[measure])) / 4)
+        assert summary["strategies"][1]["token_deltas"][measure]["diff"] == pytest.approx(delta.diff)
+    md = (tmp_path / "report.md").read_text()
+    assert f"| {data.summary('sc:n=3').mean_computed_tokens:.0f} | {data.token_deltas['sc:n=3']['computed'].diff:+.0f} [" in md
+
+
+async def test_solve_usage_table_shows_billed_and_computed_tokens():
+    from rich.console import Console
+
+    from redline.cli.render import usage_table
+    from redline.loop import build_solver
+
+    script = CachedPrompts()
+    records = []
+    solver = build_solver("sc:n=2", scripted_runtime(script, max_tokens=32))
+    result = await solver.solve(Problem("What is 2 + 2?"), on_record=records.append)
+    assert sum(r.prompt_tokens - r.cached_prompt_tokens + r.completion_tokens for r in records) == script.computed
+    console = Console(record=True, width=120)
+    console.print(usage_table(result))
+    header, *rows = [line.split() for line in console.export_text().splitlines() if "│" in line or "┃" in line]
+    assert [c for c in header if c not in "┃│"][5:7] == ["billed", "computed"]
+    all_row = [c for c in rows[-1] if c not in "┃│"]
+    assert all_row[0] == "all" and (int(all_row[5]), int(all_row[6])) == (script.billed, script.computed)
+    assert result.to_dict()["usage_total"]["computed_tokens"] == script.computed
 
 
 def chromium_dom(path: Path, tmp_path: Path) -> str:

@@ -136,7 +136,11 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (CLI --json, eval store, server trace)."""
         d = asdict(self)
-        d["usage"] = {k: asdict(v) | {"total_tokens": v.total_tokens} for k, v in self.usage.items()}
-        t = self.total
-        d["usage_total"] = asdict(t) | {"total_tokens": t.total_tokens}
+        d["usage"] = {k: _usage_dict(v) for k, v in self.usage.items()}
+        d["usage_total"] = _usage_dict(self.total)
         return d
+
+
+def _usage_dict(u: Usage) -> dict[str, Any]:
+    """A Usage with both token measures spelled out: billed (`total_tokens`) and `computed_tokens`."""
+    return asdict(u) | {"total_tokens": u.total_tokens, "computed_tokens": u.computed_tokens}

@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from redline.bench.formats import SUMMARY_COLUMNS, budget_rows, sampling_rows, summary_rows
+from redline.bench.formats import SUMMARY_COLUMNS, TOKENS_NOTE, budget_rows, sampling_rows, summary_rows
 from redline.bench.report_data import ReportData
 from redline.bench.store import ResultStore
 
@@ -45,6 +45,7 @@ def write_html(data: ReportData, store: ResultStore, plots: list[Path], path: Pa
     html = env.get_template("report.html.j2").render(
         data=data,
         columns=SUMMARY_COLUMNS,
+        tokens_note=TOKENS_NOTE,
         summary=summary_rows(data),
         sampling=sampling_rows(data),
         budget=budget_rows(data),

@@ -1,4 +1,6 @@
-"""Pure metric functions over stored results: intervals, paired tests, pass@k, maj@k, costs.
+"""Pure metric functions over stored results: intervals, paired tests, pass@k, maj@k, costs, and
+tokens both ways: billed (prompt + completion, as an API charges) and computed (uncached prompt +
+completion, what the engine did).
 
 Nothing here touches the store or the disk; every function takes plain numbers or rows,
 so each can be checked against a hand computation.
@@ -10,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from math import comb
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -53,6 +55,19 @@ class PairedComparison:
     p_value: float
 
 
+def paired_mean_difference_ci(x: np.ndarray, y: np.ndarray, n_resamples: int = 10000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Paired percentile-bootstrap 95% CI of mean(x) - mean(y); a point with fewer than two pairs."""
+    if len(x) < 2:
+        diff = float(x.mean() - y.mean())
+        return diff, diff
+    from scipy.stats import bootstrap
+
+    res = bootstrap((x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), paired=True,
+                    vectorized=True, method="percentile", n_resamples=n_resamples, random_state=seed)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def paired_comparison(strategy: str, baseline: str, a: Sequence[bool], b: Sequence[bool],
                       n_resamples: int = 10000, seed: int = 0) -> PairedComparison | None:
     """Accuracy difference a - b on the same problems: paired percentile-bootstrap 95% CI and exact McNemar."""
@@ -62,14 +77,7 @@ def paired_comparison(strategy: str, baseline: str, a: Sequence[bool], b: Sequen
         return None
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diff = float(x.mean() - y.mean())
-    if len(a) < 2:
-        ci = (diff, diff)
-    else:
-        from scipy.stats import bootstrap
-
-        res = bootstrap((x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), paired=True,
-                        vectorized=True, method="percentile", n_resamples=n_resamples, random_state=seed)
-        ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    ci = paired_mean_difference_ci(x, y, n_resamples, seed)
     only_a = int(np.sum((x == 1) & (y == 0)))
     only_b = int(np.sum((x == 0) & (y == 1)))
     return PairedComparison(strategy, baseline, len(a), diff, ci, only_a, only_b, mcnemar_exact(only_a, only_b))
@@ -187,16 +195,18 @@ class StrategySummary:
     ci: tuple[float, float] | None
     mean_prompt_tokens: float
     mean_completion_tokens: float
-    mean_tokens: float
+    mean_tokens: float  # billed: prompt + completion, what an OpenAI-compatible API charges
     total_prompt_tokens: int
     total_completion_tokens: int
-    total_tokens: int
+    total_tokens: int  # billed
     mean_calls: float
     latency_p50: float
     latency_p95: float
     stopped: int
     mean_cached_prompt_tokens: float = 0.0  # of mean_prompt_tokens, served from a prefix cache
     total_cached_prompt_tokens: int = 0
+    mean_computed_tokens: float = 0.0  # uncached prompt + completion: what the engine computed
+    total_computed_tokens: int = 0
     cost: float | None = None
     samples: int = 0  # candidates per problem (the smallest count), for pass@k / maj@k
     pass_at: dict[int, float] = field(default_factory=dict)  # = coverage@k
@@ -234,6 +244,8 @@ def summarize(strategy: str, rows: Sequence[ResultRow], prices: Prices | None = 
         latency_p95=float(np.percentile(latency, 95)) if n else 0.0,
         stopped=sum(1 for r in rows if r.stopped),
         mean_cached_prompt_tokens=float(cached.mean()) if n else 0.0, total_cached_prompt_tokens=int(cached.sum()),
+        mean_computed_tokens=float((prompt - cached + completion).mean()) if n else 0.0,
+        total_computed_tokens=int((prompt - cached + completion).sum()),
         cost=None if any(c is None for c in costs) else float(sum(costs)),  # type: ignore[arg-type]
     )
     _add_sampling(summary, graded)
@@ -277,11 +289,57 @@ def compare_to_baseline(rows_by_strategy: Mapping[str, Sequence[ResultRow]], bas
     return out
 
 
-def budget_curves(summaries: Sequence[StrategySummary]) -> dict[str, list[tuple[float, float, float]]]:
-    """Families with two or more budgets: family -> [(budget, mean tokens, accuracy)] sorted by budget."""
-    families: dict[str, list[tuple[float, float, float]]] = {}
+TOKEN_MEASURES: dict[str, Callable[[ResultRow], int]] = {
+    "billed": lambda r: r.total_tokens,  # what an OpenAI-compatible API reports and charges
+    "computed": lambda r: r.computed_tokens,  # uncached prompt plus completion: what the engine computed
+}
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """Tokens per problem of `strategy` against `baseline` on the problems both have results for."""
+
+    strategy: str
+    baseline: str
+    measure: str  # a key of TOKEN_MEASURES
+    n: int
+    mean: float
+    baseline_mean: float
+    diff: float  # mean - baseline_mean
+    ci: tuple[float, float]
+
+    @property
+    def share(self) -> float | None:
+        """The strategy's tokens as a fraction of the baseline's (0.42: 42% of its bill)."""
+        return self.mean / self.baseline_mean if self.baseline_mean else None
+
+
+def compare_tokens_to_baseline(rows_by_strategy: Mapping[str, Sequence[ResultRow]], baseline: str,
+                               seed: int = 0) -> dict[str, dict[str, TokenDelta]]:
+    """Each other strategy's paired token difference against `baseline`, per measure (billed, computed),
+    on the problems both have results for (graded or not: tokens were spent either way)."""
+    base = {r.problem_id: r for r in rows_by_strategy[baseline]}
+    out: dict[str, dict[str, TokenDelta]] = {}
+    for strategy, rows in rows_by_strategy.items():
+        pairs = [(r, base[r.problem_id]) for r in rows if r.problem_id in base]
+        if strategy == baseline or not pairs:
+            continue
+        out[strategy] = {}
+        for measure, tokens in TOKEN_MEASURES.items():
+            x = np.array([tokens(r) for r, _ in pairs], dtype=float)
+            y = np.array([tokens(b) for _, b in pairs], dtype=float)
+            out[strategy][measure] = TokenDelta(strategy, baseline, measure, len(pairs), float(x.mean()),
+                                                float(y.mean()), float(x.mean() - y.mean()),
+                                                paired_mean_difference_ci(x, y, seed=seed))
+    return out
+
+
+def budget_curves(summaries: Sequence[StrategySummary]) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Families with two or more budgets: family -> [(budget, mean billed tokens, mean computed tokens,
+    accuracy)] sorted by budget."""
+    families: dict[str, list[tuple[float, float, float, float]]] = {}
     for s in summaries:
         family, budget = family_and_budget(s.strategy)
         if budget is not None and s.accuracy is not None:
-            families.setdefault(family, []).append((budget, s.mean_tokens, s.accuracy))
+            families.setdefault(family, []).append((budget, s.mean_tokens, s.mean_computed_tokens, s.accuracy))
     return {f: sorted(points) for f, points in families.items() if len(points) >= 2}

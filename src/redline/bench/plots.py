@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from redline.bench.metrics import pareto_front
+from redline.bench.metrics import StrategySummary, pareto_front
 from redline.bench.report_data import ReportData
+
+
+TOKEN_AXES: dict[str, Callable[[StrategySummary], float]] = {
+    "billed": lambda s: s.mean_tokens,
+    "computed": lambda s: s.mean_computed_tokens,
+}
 
 
 def _pyplot():
@@ -18,23 +25,26 @@ def _pyplot():
 
 
 def accuracy_vs_tokens(data: ReportData, path: Path) -> Path:
-    """Accuracy (Wilson 95% CI bars) against mean tokens per problem; the Pareto front joined and ringed."""
+    """Accuracy (Wilson 95% CI bars) against mean tokens per problem, billed (left) and computed (right);
+    each panel's Pareto front joined and ringed."""
     plt = _pyplot()
-    points = [(s.mean_tokens, s.accuracy, s) for s in data.summaries if s.accuracy is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for tokens, acc, s in points:
-        lo, hi = s.ci or (acc, acc)
-        ax.errorbar(tokens, acc, yerr=[[acc - lo], [hi - acc]], fmt="o", capsize=4, label=s.strategy)
-    front = sorted((points[i][0], points[i][1]) for i in pareto_front([(t, a) for t, a, _ in points]))
-    if front:
-        ax.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
-        ax.scatter(*zip(*front), s=180, facecolors="none", edgecolors="black", linewidths=1.2)
-    ax.set_xlabel("mean tokens per problem")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{data.run}: accuracy vs tokens")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, (measure, tokens_of) in zip(axes, TOKEN_AXES.items()):
+        points = [(tokens_of(s), s.accuracy, s) for s in data.summaries if s.accuracy is not None]
+        for tokens, acc, s in points:
+            lo, hi = s.ci or (acc, acc)
+            ax.errorbar(tokens, acc, yerr=[[acc - lo], [hi - acc]], fmt="o", capsize=4, label=s.strategy)
+        front = sorted((points[i][0], points[i][1]) for i in pareto_front([(t, a) for t, a, _ in points]))
+        if front:
+            ax.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
+            ax.scatter(*zip(*front), s=180, facecolors="none", edgecolors="black", linewidths=1.2)
+        ax.set_xlabel(f"mean {measure} tokens per problem")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{data.run}: accuracy vs tokens (billed: prompt + completion; computed: uncached prompt + completion)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -42,18 +52,19 @@ def accuracy_vs_tokens(data: ReportData, path: Path) -> Path:
 
 
 def budget_curves(data: ReportData, path: Path) -> Path | None:
-    """Accuracy of each strategy family against its budget knob and against tokens."""
+    """Accuracy of each strategy family against its budget knob and against tokens, billed and computed."""
     if not data.curves:
         return None
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for family, points in data.curves.items():
-        budgets, tokens, accs = zip(*points)
-        left.plot(budgets, accs, "o-", label=family)
-        right.plot(tokens, accs, "o-", label=family)
+        budgets, billed, computed, accs = zip(*points)
+        line, = left.plot(budgets, accs, "o-", label=family)
+        right.plot(billed, accs, "o-", color=line.get_color())
+        right.plot(computed, accs, "s--", color=line.get_color())
     left.set_xscale("log", base=2)
     left.set_xlabel("budget (n, iterations, ...)")
-    right.set_xlabel("mean tokens per problem")
+    right.set_xlabel("mean tokens per problem (billed: solid, computed: dashed)")
     for ax in (left, right):
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redline.bench.metrics import PairedComparison, StrategySummary
+from redline.bench.metrics import PairedComparison, StrategySummary, TokenDelta
 
 
 @dataclass
@@ -18,10 +18,11 @@ class ReportData:
     settings: dict[str, Any]
     summaries: list[StrategySummary]
     baseline: str
-    comparisons: dict[str, PairedComparison]
-    curves: dict[str, list[tuple[float, float, float]]]
+    comparisons: dict[str, PairedComparison]  # accuracy, paired against the baseline
+    curves: dict[str, list[tuple[float, float, float, float]]]  # family -> (budget, billed, computed, accuracy)
     errors: list[tuple[str, str, str]]
     problems: int
+    token_deltas: dict[str, dict[str, TokenDelta]]  # strategy -> measure (billed, computed) -> paired Δ
 
     def summary(self, strategy: str) -> StrategySummary:
         return next(s for s in self.summaries if s.strategy == strategy)

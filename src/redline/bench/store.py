@@ -82,6 +82,11 @@ class ResultRow:
     def uncached_prompt_tokens(self) -> int:
         return self.prompt_tokens - self.cached_prompt_tokens
 
+    @property
+    def computed_tokens(self) -> int:
+        """Uncached prompt plus completion, as `Usage.computed_tokens`."""
+        return self.uncached_prompt_tokens + self.completion_tokens
+
 
 _ROW_COLUMNS = ("problem_id, strategy, answer, correct, gradable, prompt_tokens, completion_tokens, calls, "
                 "latency_s, stopped, model, candidates, cached_prompt_tokens")

@@ -71,11 +71,13 @@ def candidates_table(result: Result) -> Table:
 
 
 def usage_table(result: Result) -> Table:
+    """Calls and tokens by phase: billed (prompt + completion, as an API charges) beside computed
+    (uncached prompt + completion, what the engine did)."""
     table = Table(title="usage by phase", show_edge=False)
-    for col in ("phase", "calls", "prompt", "cached", "completion", "total", "latency s"):
+    for col in ("phase", "calls", "prompt", "cached", "completion", "billed", "computed", "latency s"):
         table.add_column(col, justify="right" if col != "phase" else "left")
     rows = list(result.usage.items()) + [("all", result.total)]
     for name, u in rows:
         table.add_row(name, str(u.calls), str(u.prompt_tokens), str(u.cached_prompt_tokens), str(u.completion_tokens),
-                      str(u.total_tokens), f"{u.latency_s:.2f}")
+                      str(u.total_tokens), str(u.computed_tokens), f"{u.latency_s:.2f}")
     return table
