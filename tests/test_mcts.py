@@ -199,14 +199,51 @@ async def test_mcts_solves_end_to_end_on_the_embedded_model(local_runtime):
     json.dumps(result.trace)
 
 
-def test_visits_follows_the_most_visited_child_to_its_best_terminal():
+def test_visits_and_score_disagree_below_the_root_and_visits_decide():
     from redline.strategies.mcts import most_visited_terminal
     from redline.types import Candidate, Solution
 
     root = Node(visits=6, expanded=True)
-    busy = child(root, 4, 2.0, expanded=True)
-    child(root, 2, 1.8, expanded=True)
+    busy = child(root, 4, 2.0, expanded=True)   # Q 0.5, more visits
+    child(root, 2, 1.8, expanded=True)           # Q 0.9, fewer visits
     cand = Candidate(Solution.from_text("The answer is 5."), score=0.4)
-    low = child(busy, 1, 0.4, terminal=True, answer="5", score=0.4, candidate=cand)
-    high = child(busy, 2, 1.2, terminal=True, answer="6", score=0.6, candidate=cand)
-    assert most_visited_terminal(root) is high and low is not high  # visits, not the higher-Q sibling
+    often = child(busy, 2, 0.8, terminal=True, answer="5", score=0.4, candidate=cand)
+    child(busy, 1, 0.9, terminal=True, answer="6", score=0.9, candidate=cand)  # higher score and Q, one visit
+    assert most_visited_terminal(root) is often
+
+
+async def test_select_visits_through_the_solver_follows_visits_not_scores():
+    # The BRANCHES tree after 3 sims: the 0.2 child has 4 visits, the 0.9 child 3, so the walk goes to
+    # the 0.2 child and its first terminal (answer 4, score 0.2), while vote and best both give 5 (0.9).
+    answers = {}
+    for select_by in ("visits", "best", "vote"):
+        solver, _ = setup(f"mcts:verifier=scripted,k=3,sims=3,select={select_by}")
+        answers[select_by] = (await solver.solve(Q)).answer
+    assert answers == {"visits": "4", "best": "5", "vote": "5"}
+
+
+@pytest.mark.parametrize("top, answer", [(1, "5"), (2, "5"), (3, "4")])
+async def test_the_vote_counts_only_the_top_scored_terminals(top, answer):
+    # Terminals: 5 scores 0.95, two 4s score 0.6 each. The top 2 are 5 and one 4 (0.95 > 0.6): 5 wins;
+    # the top 3 let both 4s vote (1.2 > 0.95).
+    drafts = [" 2*3-1=5 [s=0.95]. The answer is 5.", " 6-1=4 [s=0.6]. The answer is 4.",
+              " 6 - 2 = 4 [s=0.6]. The answer is 4."]
+    solver, _ = setup(f"mcts:verifier=scripted,k=3,sims=1,agg=last,top={top}", lambda req, i: drafts[i % 3])
+    result = await solver.solve(Q)
+    (vote,) = find(result.trace, "vote")
+    assert result.answer == answer and vote["top"] == top
+    assert sum(v["count"] for v in vote["votes"]) == top
+
+
+async def test_a_draft_that_ends_the_sequence_makes_the_leaf_terminal():
+    # Step 1 states no final answer; expanding it, the model ends the sequence (every draft empty):
+    # the path is the whole solution, its answer the last number (5), valued by its score.
+    def script(req, i):
+        return " 2*3-1=5 apples are left." if req.prefix.endswith("Step 1:") else ""
+    solver, backend = setup("mcts:verifier=scripted,k=2,sims=2", script)
+    result = await solver.solve(Q)
+    (tree,) = find(result.trace, "tree")
+    (leaf,) = tree["root"]["children"]  # the two identical drafts are one child
+    assert leaf["terminal"] and leaf["answer"] == "5" and "children" not in leaf
+    assert leaf["N"] == 2 and leaf["Q"] == pytest.approx(0.9)  # first visit 0.9, terminal value 0.9
+    assert result.answer == "5" and len(backend.requests) == 4  # two calls of k=2
