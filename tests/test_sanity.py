@@ -12,7 +12,7 @@ from redline.strategies.generation import sample_solutions
 from redline.strategies.scoring import score_all
 from redline.types import Problem, Solution
 from redline.verifiers.arith import ArithVerifier
-from redline.verifiers.sanity import UNVERIFIED, loops, solution_problems, step_problems
+from redline.verifiers.sanity import UNVERIFIED, loops, outcome, solution_problems, step_problems
 from tests.conftest import scripted_runtime
 
 Q = Problem("Tom has 2 boxes of 3 apples and eats 1. How many are left?", answer="5")
@@ -36,6 +36,14 @@ def test_step_rules_on_hand_written_cases():
     assert not loops("she buys 3 apples at $2 each and 3 pears at $2 each, so 3 * 2 + 3 * 2 = 12 dollars")
 
 
+def test_the_loop_rule_needs_its_repeats_to_cover_half_the_words():
+    # "he has 5 apples" three times is 12 words: in 24 words it covers half (a loop), in 25 it does not.
+    repeats = "he has 5 apples " * 3
+    assert loops(repeats + "then " * 12)
+    assert not loops(repeats + "then " * 13)
+    assert not loops("he has 5 apples " * 2 + "then " * 4)  # two repeats cover 8 of 12 words, but 3 are needed
+
+
 def test_solution_rules_truncation_and_final_answer():
     cut = Solution.from_text("Step 1: 2*3=6 apples. The answer is 6", finish_reason="length")
     assert solution_problems(cut) == ["truncated: cut off by the token limit"]
@@ -50,6 +58,23 @@ async def score(text: str, complete: bool = True, finish_reason: str | None = No
     ctx = SolveContext(runtime=runtime, ledger=Ledger(strategy="t"), strategy="t")
     solution = Solution.from_text(text, finish_reason)
     return (await score_all(ctx, ArithVerifier(), Q, [solution], "min", propose=complete))[0]
+
+
+def test_the_unverified_cap_needs_every_step_neutral():
+    neutral = 0.6
+    assert outcome([0.6, 0.6], [], 0.6, neutral) == UNVERIFIED  # nothing checked anywhere: capped
+    assert outcome([0.6, 0.95], [], 0.6, neutral) == 0.6        # one checked step: not capped
+    assert outcome([0.95, 0.6], [], 0.8, neutral) == 0.8
+    assert outcome([0.6, 0.6], [], 0.6, None) == 0.6             # a verifier with no neutral score: never capped
+    assert outcome([0.3, 0.3], [], 0.3, 0.3) == 0.3              # the cap only lowers
+
+
+async def test_arith_caps_a_claimless_solution_but_not_one_with_a_checked_step():
+    unchecked = await score("Step 1: Tom eats some apples.\n\nStep 2: So he has few left. The answer is 5.")
+    checked = await score("Step 1: Tom eats some apples.\n\nStep 2: 6-1=5 apples left. The answer is 5.")
+    assert unchecked.solution.scores == [pytest.approx(0.6)] * 2 and unchecked.score == UNVERIFIED
+    assert checked.solution.scores == [pytest.approx(0.6), pytest.approx(0.95)]
+    assert checked.score == pytest.approx(0.6)  # min over steps, above the cap: the checked step counts
 
 
 async def test_the_two_garbage_solutions_no_longer_pass_with_arith():
