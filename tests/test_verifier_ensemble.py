@@ -30,8 +30,21 @@ def runtime_with_members():
 async def test_modes_and_weights(spec, expected):
     runtime, low, high = runtime_with_members()
     scores = await runtime.verifier(spec).score("q", STEPS)
-    assert all(math.isclose(a, b) for a, b in zip(scores, expected)), scores
+    assert len(scores) == len(expected) and all(math.isclose(a, b) for a, b in zip(scores, expected)), scores
     assert low.calls == [("q", tuple(STEPS))] and high.calls == [("q", tuple(STEPS))]
+
+
+async def test_a_member_that_scores_fewer_steps_is_an_error_not_a_shorter_result():
+    class DropsTheLastStep:
+        name = "short"
+
+        async def score(self, question, steps):
+            return [0.7] * (len(steps) - 1)
+
+    runtime, _, _ = runtime_with_members()
+    runtime.verifiers["short"] = DropsTheLastStep()
+    with pytest.raises(ValueError, match="'short' gave 2 scores for 3 steps"):
+        await runtime.verifier("ensemble:low+short").score("q", STEPS)
 
 
 async def test_members_with_their_own_params_and_real_arith():
