@@ -34,7 +34,7 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = MemoryStore.open(Path(tmp) / "memory.db")
         runtime = Runtime(backend=backend, max_tokens=args.max_tokens, memory_path=store.path)
-        learner = Learner(runtime, store, args.strategy, LearnSettings(task="gsm8k"))
+        learner = Learner(runtime, store, args.strategy, LearnSettings(task="gsm8k", holdout=0))
         t0 = time.perf_counter()
         report = await learner.learn(problems)
         wall = time.perf_counter() - t0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from redline.backends.base import GenerationRequest
+from redline.memory.learning import LearnSettings
 from redline.types import Problem
+
+LEARN_ONLY = LearnSettings(holdout=0)  # learn from every problem, hold none back for measurement
 
 TRAIN = [
     Problem("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -24,7 +27,7 @@ PRINCIPLE = "Always compute every intermediate quantity before combining them."
 def learning_script(request: GenerationRequest, index: int) -> str:
     """A deterministic 'model': right on Natalia, wrong elsewhere; writes principles when asked."""
     text = " ".join(str(m["content"]) for m in request.messages or [] if m["role"] == "user")
-    if "Explain the mistake" in text:
+    if "avoided this mistake" in text:
         return f" {PRINCIPLE}"
     if "Condense" in text:
         return "Compute intermediate quantities first.\n- Check the units of the answer."

@@ -11,7 +11,7 @@ from redline.memory.learning import Learner
 from redline.memory.store import MemoryStore
 from redline.types import Candidate, Result, Solution
 from tests.conftest import scripted_runtime
-from tests.memory_fixtures import TRAIN, learning_script
+from tests.memory_fixtures import LEARN_ONLY, TRAIN, learning_script
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ async def store(tmp_path_factory):
     Built once: exports only read it."""
     store = MemoryStore.open(tmp_path_factory.mktemp("export") / "memory.db")
     runtime = scripted_runtime(learning_script, memory_path=store.path)
-    learner = Learner(runtime, store, "cot")
+    learner = Learner(runtime, store, "cot", LEARN_ONLY)
     await learner.learn(TRAIN)
     problem = TRAIN[1].__class__("Lia earns $20 an hour. She works 30 minutes. How much does she earn?", "10", "x")
     wrong = Solution.from_text("Step 1: 30 minutes is 0.5 hours.\n\nStep 2: 20 * 0.5 = 12. The answer is 12.")

@@ -12,7 +12,7 @@ from redline.memory.stepbank import gold_steps
 from redline.memory.store import MemoryStore
 from redline.types import Candidate, Problem, Result, Solution
 from tests.conftest import scripted_runtime
-from tests.memory_fixtures import PRINCIPLE, TRAIN, learning_script
+from tests.memory_fixtures import LEARN_ONLY, PRINCIPLE, TRAIN, learning_script
 
 
 @pytest.fixture()
@@ -22,7 +22,7 @@ def store(tmp_path):
 
 async def test_learn_grades_records_and_writes_principles(store):
     runtime = scripted_runtime(learning_script, memory_path=store.path)
-    learner = Learner(runtime, store, "cot", LearnSettings(task="gsm8k", condense_every=50))
+    learner = Learner(runtime, store, "cot", LearnSettings(task="gsm8k", condense_every=50, holdout=0))
     report = await learner.learn(TRAIN)
     assert report.counts["correct"] == 1 and report.counts["wrong"] == 2 and report.accuracy == pytest.approx(1 / 3)
     rows = store.db.execute("SELECT q.source_id, a.answer, a.correct FROM attempts a JOIN problems q"
@@ -45,9 +45,9 @@ async def test_learn_grades_records_and_writes_principles(store):
 
 async def test_learn_is_resumable_and_skips_problems_already_recorded(store):
     runtime = scripted_runtime(learning_script, memory_path=store.path)
-    await Learner(runtime, store, "cot").learn(TRAIN[:2])
+    await Learner(runtime, store, "cot", LEARN_ONLY).learn(TRAIN[:2])
     calls_before = len(runtime.backend.inner.requests)
-    report = await Learner(runtime, store, "cot").learn(TRAIN)
+    report = await Learner(runtime, store, "cot", LEARN_ONLY).learn(TRAIN)
     assert report.counts["skipped"] == 2 and report.counts["wrong"] == 1
     assert store.counts()["problems"] == 3 and store.counts()["attempts"] == 3
     # only the new problem was solved (1 call) and got a principle (1 call)
@@ -57,7 +57,7 @@ async def test_learn_is_resumable_and_skips_problems_already_recorded(store):
 async def test_unparseable_or_missing_gold_is_recorded_as_ungradable_not_wrong(store):
     runtime = scripted_runtime(learning_script, memory_path=store.path)
     problems = [Problem("Pick the shape: circle or square?", "\\text{}", "u1"), Problem("Name a colour.", None, "u2")]
-    report = await Learner(runtime, store, "cot").learn(problems)
+    report = await Learner(runtime, store, "cot", LEARN_ONLY).learn(problems)
     assert report.counts["ungradable"] == 2 and report.counts["wrong"] == 0 and report.accuracy is None
     assert store.db.execute("SELECT gradable, correct FROM problems JOIN attempts ON attempts.problem_id ="
                             " problems.id").fetchall() == [(0, None), (0, None)]
@@ -71,7 +71,7 @@ async def test_first_error_comes_from_verifier_scores_and_a_model_correction_is_
     wrong = wrong.with_scores([0.9, 0.1])
     right = Solution.from_text("Step 1: 12/60 = 0.2 per minute.\n\nStep 2: 0.2 * 50 = 10. The answer is 10.")
     right = right.with_scores([0.9, 0.8])
-    learner = Learner(runtime, store, "cot")
+    learner = Learner(runtime, store, "cot", LEARN_ONLY)
     # a StepCo-like result: the first path was wrong at step 2, the revision is right
     result = Result(problem, "stepco", "10", right, candidates=(Candidate(wrong, 0.1), Candidate(right, 0.8)))
     assert (await learner.record(problem, result)).status == "correct"
@@ -89,7 +89,7 @@ async def test_first_error_comes_from_verifier_scores_and_a_model_correction_is_
 
 async def test_principles_that_hurt_accuracy_are_retired(store):
     runtime = scripted_runtime(learning_script, memory_path=store.path)
-    learner = Learner(runtime, store, "cot+principles", LearnSettings(retire=RetirePolicy(min_uses=2, margin=0.1)))
+    learner = Learner(runtime, store, "cot+principles", LearnSettings(retire=RetirePolicy(min_uses=2, margin=0.1), holdout=0))
     await learner.learn([TRAIN[1]])  # wrong: writes the principle (not yet used)
     principle_id = store.principles()[0][0].id
     # two graded attempts without it (correct), then solves that use it go wrong
@@ -109,13 +109,13 @@ async def test_principles_that_hurt_accuracy_are_retired(store):
 async def test_condensation_writes_high_level_principles(store):
     def script(request, index):
         text = " ".join(str(m["content"]) for m in request.messages or [] if m["role"] == "user")
-        if "Explain the mistake" in text:  # a different principle per mistake, so none merge
+        if "avoided this mistake" in text:  # a different principle per mistake, so none merge
             return [" Read the question twice before computing anything.", " Convert minutes to hours first.",
-                    " Multiply weekly totals by 52 for a year."][index % 3]
+                    " Multiply weekly totals by the weeks in a year."][index % 3]
         return learning_script(request, index)
 
     runtime = scripted_runtime(script, memory_path=store.path)
-    learner = Learner(runtime, store, "cot", LearnSettings(condense_every=2, merge_threshold=0.99))
+    learner = Learner(runtime, store, "cot", LearnSettings(condense_every=2, merge_threshold=0.99, holdout=0))
     more = [Problem(f"A box holds {n} eggs. How many eggs are in 3 boxes?", str(3 * n), f"e{n}") for n in (4, 6)]
     report = await learner.learn(TRAIN[1:] + more)
     levels = [p.level for p, _ in store.principles()]

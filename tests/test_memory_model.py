@@ -26,7 +26,8 @@ def test_learn_then_resume_then_export_with_the_embedded_model(local_backend, tm
     data.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in ROWS) + "\n")
     memory = tmp_path / "memory.db"
     runner = CliRunner()
-    args = ["learn", "--data", str(data), "--format", "gsm8k", "--memory", str(memory), "--max-tokens", "48"]
+    args = ["learn", "--data", str(data), "--format", "gsm8k", "--memory", str(memory), "--max-tokens", "48",
+            "--holdout", "0"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "train.jsonl:2" in first.output  # the bad line is reported by number and skipped

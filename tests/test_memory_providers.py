@@ -13,7 +13,7 @@ from redline.memory.store import RUNTIME_KEY, MemoryStore
 from redline.types import Problem
 from redline.verifiers.scripted import ScriptedVerifier
 from tests.conftest import scripted_runtime
-from tests.memory_fixtures import PRINCIPLE, TRAIN, learning_script
+from tests.memory_fixtures import LEARN_ONLY, PRINCIPLE, TRAIN, learning_script
 
 EVAL = Problem("Zorblax the baker sold 36 muffins in June and half as many in July. "
                "How many muffins did Zorblax sell in both months?", "54", "eval-1")
@@ -25,7 +25,7 @@ async def learned_once(tmp_path_factory):
     path = tmp_path_factory.mktemp("learned") / "memory.db"
     store = MemoryStore.open(path)
     runtime = scripted_runtime(learning_script, memory_path=path)
-    await Learner(runtime, store, "cot").learn(TRAIN)
+    await Learner(runtime, store, "cot", LEARN_ONLY).learn(TRAIN)
     store.close()  # checkpoints the WAL: the .db file alone holds everything
     return path
 
@@ -46,10 +46,10 @@ async def test_principles_provider_injects_principles_and_learn_runs_record_thei
     runtime = scripted_runtime(learning_script, memory_path=learned)
     result = await build_solver("cot+principles:k=2", runtime).solve(EVAL)
     assert PRINCIPLE in _system_prompts(runtime)[0]
-    node = next(c for c in result.trace["children"] if c["kind"] == "principles")
-    assert node["texts"] == [PRINCIPLE]
+    node = next(c for c in result.trace["children"] if c["kind"] == "memory" and c["provider"] == "principles")
+    assert node["texts"] == [PRINCIPLE] and node["used"] and node["floor"] == -1.0
     store = MemoryStore.open(learned)
-    learner = Learner(runtime, store, "cot+principles")
+    learner = Learner(runtime, store, "cot+principles", LEARN_ONLY)
     await learner.learn([Problem("Sam has 4 boxes of 6 pens. How many pens?", "24", "s1")])
     row = store.principles()[0][0]
     assert row.used == 1 and row.used_correct == 0
@@ -87,7 +87,8 @@ async def test_boost_regenerates_each_step_with_retrieved_verified_steps_under_r
 async def test_boost_works_inside_stepco_for_the_first_path_and_the_revision(learned):
     verifier = ScriptedVerifier(lambda question, i, step: 0.2 if i == 1 else 0.9)
     runtime = scripted_runtime(learning_script, memory_path=learned, verifiers={"scripted": verifier})
-    result = await build_solver("stepco:verifier=scripted,max_iters=1+boost:min_similarity=0.3", runtime).solve(EVAL)
+    spec = "stepco:verifier=scripted,max_iters=1,outcome=steps,revise=prefix+boost:min_similarity=0.3"
+    result = await build_solver(spec, runtime).solve(EVAL)
     boosts = [c for c in result.trace["children"] if c["kind"] == "boost"]
     revise = [c for c in result.trace["children"] if c["kind"] == "revise"]
     assert revise, "stepco should have revised the low-scored step"

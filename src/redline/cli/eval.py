@@ -9,6 +9,7 @@ import typer
 
 from redline.cli.common import (BackendOpt, BaseUrlOpt, MaxTokensOpt, MemoryOpt, ModelOpt, SeedOpt, console,
                                 make_runtime, out, run_async)
+from redline.cli.solve import AllowHarmfulOpt
 
 BaselineOpt = Annotated[Optional[str], typer.Option("--baseline", help="Strategy the others are compared with, paired (default: the first).")]
 PricesOpt = Annotated[Optional[Path], typer.Option("--prices", help='JSON price table: {"model or *": {"prompt": USD per 1M tokens, "completion": USD per 1M}}.')]
@@ -36,6 +37,7 @@ def eval_command(
     prices: PricesOpt = None,
     html_problems: HtmlProblemsOpt = 200,
     learn_online: Annotated[bool, typer.Option("--learn-online", help="Also record each graded result in the memory store (--memory). Off by default: an eval never writes to the memory it reads.")] = False,
+    allow_harmful: AllowHarmfulOpt = False,
 ) -> None:
     """Run strategies side by side on a dataset; results go to a SQLite store as they finish, then reports."""
     from redline.bench.datasets import read_dataset
@@ -43,6 +45,7 @@ def eval_command(
     from redline.bench.progress import LiveProgress
     from redline.bench.runner import run_eval, strategy_keys
     from redline.errors import SpecError
+    from redline.memory.providers import memory_notes
 
     keys = strategy_keys(strategies)
     if baseline is not None and baseline.replace(" ", "") not in keys:
@@ -53,6 +56,8 @@ def eval_command(
     run_dir = out_dir or Path("runs") / Path(data.removeprefix("hf:")).stem.replace(":", "-")
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
     runtime.learn_online = learn_online
+    for note in [n for key in keys for n in memory_notes(key, runtime, allow_harmful)]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     pool = getattr(runtime.backend, "endpoints", None)
     over = f" over {len(pool.urls)} endpoints" if pool is not None and len(pool.urls) > 1 else ""
     console.print(f"eval of {len(loaded.problems)} problems ({loaded.preset}) x {len(keys)} strategies "

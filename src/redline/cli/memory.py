@@ -26,23 +26,29 @@ def learn(
     split: Annotated[Optional[str], typer.Option("--split", help="Only rows of this split.")] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Tag for the principles learned (default: the dataset layout).")] = None,
     condense_every: Annotated[int, typer.Option("--condense-every", min=2, help="Condense into high-level principles after this many new ones.")] = 8,
+    holdout: Annotated[float, typer.Option("--holdout", min=0.0, max=0.9, help="Share of the problems held back (the same ones on every rerun) and solved bare and with each provider, to measure what each provider and item does; 0 learns from all.")] = 0.2,
+    providers: Annotated[str, typer.Option("--providers", help="Providers to measure on the held-back slice, comma-separated ('' for none).")] = "principles,mistakes,boost",
     max_tokens: MaxTokensOpt = 384,
     seed: SeedOpt = 0,
 ) -> None:
-    """Solve problems with gold answers, grade them, and remember mistakes, principles and verified steps.
-    Resumable: problems already in the memory are skipped."""
+    """Solve problems with gold answers, grade them, and remember mistakes, principles and verified steps;
+    then measure each provider on the held-back problems. Resumable: problems already done are skipped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from redline.bench.datasets import read_dataset
+    from redline.memory.effects import effect_line, parse_providers
     from redline.memory.learning import Learner, LearnReport, LearnSettings, Outcome
     from redline.memory.store import MemoryStore
 
+    measured = parse_providers(providers)
     loaded = read_dataset(data, format, limit=limit, split=split)
     for row in loaded.skipped:
         console.print(f"[yellow]warning:[/yellow] {row}", highlight=False)
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
     store = MemoryStore.open(runtime.memory_path)
-    learner = Learner(runtime, store, strategy, LearnSettings(task=task or loaded.preset, condense_every=condense_every))
+    settings = LearnSettings(task=task or loaded.preset, condense_every=condense_every, holdout=holdout,
+                             providers=measured)
+    learner = Learner(runtime, store, strategy, settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("learning", total=len(loaded.problems))
@@ -57,10 +63,17 @@ def learn(
     acc = f"{report.accuracy:.1%}" if report.accuracy is not None else "n/a"
     out.print(f"{c['correct']} correct, {c['wrong']} wrong, {c['ungradable']} ungradable (gold not parseable), "
               f"{c['skipped']} already learned; accuracy {acc}")
-    out.print(f"memory {store.path}: +{c['principles']} principles ({c['merged']} merged, {c['high_level']} high-level, "
-              f"{c['retired']} retired), +{c['mistakes']} mistakes, +{c['steps']} banked steps; "
+    out.print(f"memory {store.path}: +{c['principles']} principles ({c['merged']} merged, {c['rejected']} rejected "
+              f"as restating their problem, {c['high_level']} high-level, {c['retired']} retired), +{c['mistakes']} "
+              f"mistakes, +{c['revisions']} step revisions ({c['fixed']} fixed the answer), +{c['steps']} banked "
+              f"steps; "
               f"{report.solve_usage.total_tokens} solve tokens, {learner.learn_usage.total_tokens} learning tokens, "
-              f"{report.wall_s:.0f} s")
+              f"{report.measure_usage.total_tokens} measuring tokens, {report.wall_s:.0f} s")
+    for effect in report.effects:
+        out.print(effect_line(effect), highlight=False, markup=False)
+    if report.retired_items:
+        shown = ", ".join(f"{n} {kind}" for kind, n in sorted(report.retired_items.items()))
+        out.print(f"retired for a negative measured effect: {shown}")
 
 
 def export(
@@ -90,17 +103,22 @@ def export(
 
 def stats(
     memory: MemoryOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print counts, measured effects and item records as JSON.")] = False,
+    items: Annotated[int, typer.Option("--items", min=0, help="How many measured items to list (worst first).")] = 10,
 ) -> None:
-    """Counts of problems, attempts, mistakes, principles and banked steps in the memory store."""
+    """Counts, each provider's measured effect (held-out slice of `learn`), and item records."""
     from rich.table import Table
 
+    from redline.memory.effects import effect_line, effect_view, item_views
     from redline.memory.store import MemoryStore
 
     store = MemoryStore.open(memory, create=False)
     counts = store.counts()
+    measured = store.provider_effects()
+    records = item_views(store)
     if as_json:
-        out.print_json(json.dumps({"path": str(store.path), "migrations": store.migrations(), **counts}))
+        out.print_json(json.dumps({"path": str(store.path), "migrations": store.migrations(), **counts,
+                                   "effects": [effect_view(e) for e in measured], "items": records}))
         return
     table = Table(title=str(store.path), show_edge=False)
     table.add_column("what")
@@ -108,10 +126,19 @@ def stats(
     for key, value in counts.items():
         table.add_row(key.replace("_", " "), str(value))
     out.print(table)
-    principles = store.principles()
-    for row, _ in principles[:10]:
+    if measured:
+        out.print("measured on the held-out slice of `learn` (paired, 95% bootstrap CI):")
+    for effect in measured:
+        out.print(effect_line(effect), highlight=False, markup=False)
+    if records:
+        out.print(f"items measured: {len(records)} (worst {min(items, len(records))} shown)")
+    for view in records[:items]:
+        retired = " (retired)" if view["retired"] else ""
+        out.print(f"{view['kind']} {view['id']}: net {view['net']:+d} ({view['wins']} won, {view['losses']} lost, "
+                  f"{view['uses']} uses){retired}: {view['text'][:90]}", highlight=False, markup=False)
+    for row, _ in store.principles()[:10]:
         used = f"{row.accuracy_used:.0%} of {row.used}" if row.used else "unused"
-        out.print(f"[{row.level}] {row.text}  ({used})", highlight=False)
+        out.print(f"[{row.level}] {row.text}  ({used})", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,8 @@ from redline.cli.render import print_result
 from redline.registry import PROVIDERS, STRATEGIES, VERIFIERS, Registry, describe_params
 from redline.types import Problem
 
+AllowHarmfulOpt = Annotated[bool, typer.Option("--allow-harmful", help="Run memory providers that `redline learn` measured harmful with this strategy (off by default).")]
+
 
 def solve(
     question: Annotated[str, typer.Argument(help="The problem to solve, or '-' to read it from stdin.")],
@@ -28,13 +30,17 @@ def solve(
     memory: MemoryOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result (steps, answer, usage, trace) as JSON.")] = False,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Also write the trace JSON to this file.")] = None,
+    allow_harmful: AllowHarmfulOpt = False,
 ) -> None:
     """Solve one problem step by step and show the steps, scores, answer and token usage."""
     from redline.loop import build_solver
+    from redline.memory.providers import memory_notes
 
     text = read_question(question)
     runtime = make_runtime(backend, model, base_url, max_tokens, seed, memory)
     solver = build_solver(strategy, runtime)
+    for note in memory_notes(solver.spec, runtime, allow_harmful):
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     load_backend(runtime)
     with console.status(f"solving with {solver.spec} on {runtime.backend.name}:{runtime.backend.model} ..."):
         result = run_async(solver.solve(Problem(text)))

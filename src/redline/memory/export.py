@@ -4,10 +4,13 @@
   model solutions graded correct, plus gold worked solutions rewritten in the 'Step k:' format.
 - `step-dpo` (Lai et al. 2024): {"prompt", "chosen", "rejected"} for DPOTrainer. The prompt
   is the question plus the correct prefix (steps before the first error), `rejected` is the
-  erroneous step, `chosen` the step at the same position of the correction: exact when the
-  correction is a model solution that shares the prefix (StepCo revisions do), aligned by
-  position when it is the gold solution. Mistakes without a located first error (strategies
-  that do not score steps) cannot give a step pair and are counted as skipped.
+  erroneous step, `chosen` the step at the same position of the correction. First come the
+  StepCo revisions that fixed the answer (learned with `-s stepco`): the flagged step is
+  rejected, the step the revision wrote in its place is chosen, after the prefix the revision
+  kept. Then the mistakes: exact when the correction is a model solution that shares the
+  prefix, aligned by position when it is the gold solution; a pair already written from a
+  revision is not written twice. Mistakes without a located first error (strategies that do
+  not score steps) cannot give a step pair and are counted as skipped.
 - `prm`: TRL's stepwise-supervision format {"prompt", "completions", "labels"}: steps of
   correct solutions labelled True; a wrong solution's steps up to its first error, that
   step labelled False.
@@ -74,17 +77,30 @@ def _mistakes(store: MemoryStore) -> Iterator[tuple[str, list[str], int | None, 
         yield question, json.loads(wrong), first_error, json.loads(corrected) if corrected else None
 
 
+def _step_pair(question: str, prefix: list[str], rejected: str, chosen: str) -> dict[str, Any] | None:
+    if step_body(chosen) == step_body(rejected):
+        return None
+    return {"prompt": f"{render('solve_user', question=question)}\n\n{prefix_text(prefix)}",
+            "chosen": f"Step {len(prefix) + 1}: {step_body(chosen)}", "rejected": rejected}
+
+
 def _step_dpo(store: MemoryStore) -> Iterator[dict[str, Any] | None]:
+    written: set[tuple[str, str]] = set()
+    for question, prefix, flagged, revision in store.iter_rows(
+            "SELECT q.question, r.prefix, r.flagged, r.revision FROM revisions r JOIN problems q ON q.id = r.problem_id"
+            " WHERE r.before_correct = 0 AND r.after_correct = 1 ORDER BY r.id"):
+        row = _step_pair(question, json.loads(prefix), flagged, revision)
+        if row is not None:
+            written.add((row["prompt"], row["rejected"]))
+        yield row
     for question, wrong, k, corrected in _mistakes(store):
         if k is None or k >= len(wrong) or not corrected or k >= len(corrected):
             yield None
             continue
-        chosen = f"Step {k + 1}: {step_body(corrected[k])}"
-        if step_body(chosen) == step_body(wrong[k]):
-            yield None
+        row = _step_pair(question, wrong[:k], wrong[k], corrected[k])
+        if row is not None and (row["prompt"], row["rejected"]) in written:
             continue
-        yield {"prompt": f"{render('solve_user', question=question)}\n\n{prefix_text(wrong[:k])}",
-               "chosen": chosen, "rejected": wrong[k]}
+        yield row
 
 
 def _prm(store: MemoryStore) -> Iterator[dict[str, Any] | None]:

@@ -1,12 +1,16 @@
 """Principles (LEAP, Zhang et al. 2024): lessons written from mistakes, condensed, merged, retired.
 
-- low-level: from one mistake (with the gold worked solution when the data has one), the
-  model writes a short, general principle;
+- low-level: the model sees the wrong and the correct solution side by side with every number
+  hidden behind a placeholder ([A], [B], ...), so what it can write is the lesson, not the
+  arithmetic; a draft that still restates the problem (its numbers, names, placeholders, the
+  answer, or a run of its words) is rejected (`check_principle`);
 - high-level: every so often the model condenses recent principles into a few general ones;
+  only the newest `keep` stay active (`retire_surplus_high`);
 - a new principle whose embedding is within `merge_threshold` cosine of an active one of the
   same task is merged into it (its source mistakes are credited to the existing one);
-- a principle whose accuracy when used falls below its accuracy when not used (by more than
-  a margin, after enough uses) is retired.
+- a principle is retired when its measured effect on held-out problems is negative
+  (`redline.memory.effects`), or when its accuracy when used in learn runs falls below its
+  accuracy when not used (`RetirePolicy`).
 """
 
 from __future__ import annotations
@@ -18,14 +22,84 @@ from typing import Sequence
 import numpy as np
 
 from redline.backends.base import Backend, GenerationRequest
+from redline.memory.stepbank import step_body
 from redline.memory.store import MemoryStore, PrincipleRow
-from redline.text import join_steps, render
+from redline.text import render
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 _LEAD = re.compile(r"^\s*(?:principle|lesson)\s*\d*\s*:\s*", re.IGNORECASE)
-PRINCIPLES_TRACE = "principles"  # trace node the provider leaves: ids it injected, read by learn runs
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations repeat the arithmetic
+_PLACEHOLDER = re.compile(r"\[[A-Z]{1,2}\]")
+_WORD = re.compile(r"[A-Za-z']+")
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+\b")
+_ANSWER = re.compile(r"\banswer is\b", re.IGNORECASE)
+COPIED_WORDS = 5  # this many consecutive words of the question make a draft a restatement
 MIN_CHARS = 12
 MAX_CHARS = 300
+
+
+class NumberMask:
+    """Hides numbers behind placeholders, the same number behind the same one in every text."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def _name(self, number: str) -> str:
+        key = number.replace(",", "")
+        if key not in self.names:
+            i, name = len(self.names), ""
+            while True:
+                name = chr(ord("A") + i % 26) + name
+                i = i // 26 - 1
+                if i < 0:
+                    break
+            self.names[key] = f"[{name}]"
+        return self.names[key]
+
+    def __call__(self, text: str) -> str:
+        return _NUMBER.sub(lambda m: self._name(m.group()), _CALCULATOR.sub("", text))
+
+    def steps(self, steps: Sequence[str]) -> str:
+        """Steps relabelled 'Step k:' after masking (a label's own number is not a quantity)."""
+        return "\n".join(f"Step {i + 1}: {self(step_body(s))}" for i, s in enumerate(steps))
+
+
+def numbers_in(texts: Sequence[str]) -> set[str]:
+    return {n.replace(",", "").rstrip(".") for text in texts for n in _NUMBER.findall(_CALCULATOR.sub("", text))}
+
+
+def _names(question: str) -> set[str]:
+    """Capitalised words inside sentences of the question: names of people, places, months."""
+    return {m.group() for m in _NAME.finditer(question)}
+
+
+def check_principle(text: str, question: str, sources: Sequence[str]) -> str | None:
+    """Why `text` restates its problem instead of teaching a lesson, or None when it is a lesson.
+    `sources` are the texts it was written from (solutions, answers): their numbers are the problem's."""
+    if _PLACEHOLDER.search(text):
+        return "uses the hidden numbers"
+    restated = sorted(numbers_in([text]) & numbers_in([question, *sources]))
+    if restated:
+        return f"restates the problem's numbers ({', '.join(restated[:3])})"
+    if _ANSWER.search(text):
+        return "states an answer"
+    names = sorted(n for n in _names(question) if re.search(rf"\b{re.escape(n)}\b", text))
+    if names:
+        return f"names the problem's {', '.join(names[:3])}"
+    words = [w.lower() for w in _WORD.findall(question)]
+    runs = {tuple(words[i:i + COPIED_WORDS]) for i in range(len(words) - COPIED_WORDS + 1)}
+    drafted = [w.lower() for w in _WORD.findall(text)]
+    if any(tuple(drafted[i:i + COPIED_WORDS]) in runs for i in range(len(drafted) - COPIED_WORDS + 1)):
+        return "copies the question"
+    return None
+
+
+@dataclass(frozen=True)
+class PrincipleDraft:
+    text: str | None  # the principle, None when rejected or when the model wrote none
+    rejected: str | None = None  # why the draft was rejected
+    draft: str | None = None  # what the model wrote
 
 
 def clean_principle(text: str) -> str | None:
@@ -39,16 +113,22 @@ def clean_principle(text: str) -> str | None:
 
 async def write_low_level(backend: Backend, question: str, wrong_steps: Sequence[str], first_error: int | None,
                           correct_answer: str, correct_steps: Sequence[str] | None, max_tokens: int = 96,
-                          seed: int = 0) -> str | None:
-    """One model call: the principle behind one mistake, or None if the model wrote none."""
-    prompt = render("principle_low", question=question, wrong_solution=join_steps(list(wrong_steps)),
-                    wrong_step=wrong_steps[first_error] if first_error is not None and first_error < len(wrong_steps)
-                    else None,
-                    correct_solution=join_steps(list(correct_steps)) if correct_steps else None,
-                    correct_answer=correct_answer)
+                          seed: int = 0) -> PrincipleDraft:
+    """One model call: the principle behind one mistake, shown with its numbers hidden; a draft
+    that restates the problem is rejected."""
+    mask = NumberMask()
+    wrong_step = wrong_steps[first_error] if first_error is not None and first_error < len(wrong_steps) else None
+    prompt = render("principle_low", question=mask(question), wrong_solution=mask.steps(wrong_steps),
+                    wrong_step=mask(step_body(wrong_step)) if wrong_step else None,
+                    correct_solution=mask.steps(correct_steps) if correct_steps else None)
     request = GenerationRequest(messages=[{"role": "user", "content": prompt}], prefix="Principle:",
                                 max_tokens=max_tokens, temperature=0.0, seed=seed, stop=("\n\n",))
-    return clean_principle((await backend.generate(request))[0].text)
+    raw = (await backend.generate(request))[0].text
+    text = clean_principle(raw)
+    if text is None:
+        return PrincipleDraft(None, "no principle written", raw)
+    reason = check_principle(text, question, [*wrong_steps, *(correct_steps or []), correct_answer])
+    return PrincipleDraft(None if reason else text, reason, text)
 
 
 async def condense(backend: Backend, principles: Sequence[str], task: str, limit: int = 3,
@@ -61,9 +141,17 @@ async def condense(backend: Backend, principles: Sequence[str], task: str, limit
     out: list[str] = []
     for line in text.splitlines():
         cleaned = clean_principle(line)
-        if cleaned and cleaned not in out:
+        if cleaned and cleaned not in out and check_principle(cleaned, "", principles) is None:
             out.append(cleaned)
     return out[:limit]
+
+
+def retire_surplus_high(store: MemoryStore, task: str, keep: int) -> list[int]:
+    """LEAP keeps a few high-level principles: retire all but the newest `keep`. Call in a transaction."""
+    rows = sorted((r for r, _ in store.principles(task=task, level="high")), key=lambda r: -r.id)
+    for row in rows[keep:]:
+        store.retire_item("principles", row.id, f"superseded: only the newest {keep} high-level principles stay")
+    return [r.id for r in rows[keep:]]
 
 
 def nearest_active(store: MemoryStore, task: str, vector: np.ndarray) -> tuple[int, float] | None:
@@ -108,7 +196,7 @@ def retire_harmful(store: MemoryStore, policy: RetirePolicy) -> list[int]:
         for row, _ in store.principles():
             reason = policy.verdict(row)
             if reason:
-                store.retire_principle(row.id, reason)
+                store.retire_item("principles", row.id, reason)
                 retired.append(row.id)
     return retired
 
@@ -119,13 +207,13 @@ def smoothed(correct: int, total: int) -> float:
 
 
 def select(store: MemoryStore, query: np.ndarray, k: int, task: str | None = None,
-           record_weight: float = 0.5) -> list[PrincipleRow]:
+           record_weight: float = 0.5) -> tuple[list[PrincipleRow], float | None]:
     """Top-`k` active principles by similarity to the problem plus their track record
-    (smoothed accuracy when used minus when not used)."""
+    (smoothed accuracy when used minus when not used), and the best similarity (None: no principles)."""
     rows = store.principles(task=task)
     if not rows or k < 1:
-        return []
+        return [], None
     sims = np.stack([v for _, v in rows]) @ query
     records = np.array([smoothed(r.used_correct, r.used) - smoothed(r.unused_correct, r.unused) for r, _ in rows])
     order = np.argsort(-(sims + record_weight * records), kind="stable")[:k]
-    return [rows[i][0] for i in order]
+    return [rows[i][0] for i in order], float(sims.max())

@@ -123,6 +123,65 @@ def m001_initial(db: sqlite3.Connection) -> None:
     """)
 
 
+@migration
+def m002_measured_effects(db: sqlite3.Connection) -> None:
+    """Held-out measurement of providers and items, retired steps and mistakes, StepCo revisions."""
+    _run(db, """
+    ALTER TABLE steps ADD COLUMN retired TEXT;
+    ALTER TABLE mistakes ADD COLUMN retired TEXT;
+    CREATE TABLE holdout (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        question TEXT NOT NULL,
+        gold_answer TEXT NOT NULL,
+        task TEXT NOT NULL
+    );
+    CREATE TABLE holdout_solves (
+        holdout_id INTEGER NOT NULL REFERENCES holdout(id),
+        strategy TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        correct INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        similarity REAL,
+        items TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (holdout_id, strategy, provider)
+    );
+    CREATE TABLE provider_effects (
+        provider TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        bare_correct INTEGER NOT NULL,
+        with_correct INTEGER NOT NULL,
+        delta REAL NOT NULL,
+        ci_low REAL NOT NULL,
+        ci_high REAL NOT NULL,
+        bare_tokens REAL NOT NULL,
+        with_tokens REAL NOT NULL,
+        floor REAL NOT NULL,
+        floor_delta REAL NOT NULL,
+        measured_at REAL NOT NULL,
+        PRIMARY KEY (provider, strategy)
+    );
+    CREATE TABLE revisions (
+        id INTEGER PRIMARY KEY,
+        problem_id INTEGER NOT NULL REFERENCES problems(id),
+        attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+        position INTEGER NOT NULL,
+        prefix TEXT NOT NULL,
+        flagged TEXT NOT NULL,
+        flagged_score REAL,
+        revision TEXT NOT NULL,
+        before_answer TEXT,
+        after_answer TEXT,
+        before_correct INTEGER NOT NULL,
+        after_correct INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX revisions_problem ON revisions(problem_id)
+    """)
+
+
 # ---- rows handed to callers ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -166,6 +225,42 @@ class PrincipleRow:
     @property
     def accuracy_unused(self) -> float | None:
         return self.unused_correct / self.unused if self.unused else None
+
+
+@dataclass(frozen=True)
+class HoldoutSolve:
+    """One solve of a held-out problem: bare (provider '') or with one provider."""
+    holdout_id: int
+    provider: str
+    correct: bool
+    tokens: int
+    similarity: float | None  # the provider's best retrieval similarity on this problem
+    items: list[int]  # ids of the memory items it put into the solve
+
+
+@dataclass(frozen=True)
+class ProviderEffect:
+    """A provider's paired effect on a strategy, measured on the held-out slice of a learn run."""
+    provider: str
+    strategy: str
+    n: int
+    bare_correct: int
+    with_correct: int
+    delta: float  # accuracy with minus accuracy without, in [-1, 1]
+    ci_low: float
+    ci_high: float
+    bare_tokens: float  # per problem
+    with_tokens: float
+    floor: float  # fitted similarity floor; above 1 means "never fires"
+    floor_delta: float  # in-sample delta with the fitted floor (optimistic: fitted on the same slice)
+    measured_at: float = 0.0
+
+    @property
+    def harmful(self) -> bool:
+        return self.delta < 0
+
+
+ITEM_TABLES = {"principles": "principles", "steps": "steps", "mistakes": "mistakes"}
 
 
 def to_blob(vector: np.ndarray) -> bytes:
@@ -316,8 +411,45 @@ class MemoryStore:
         self.db.execute("UPDATE principles SET source_mistakes = ?, merged = merged + 1 WHERE id = ?",
                         (json.dumps(merged), principle_id))
 
-    def retire_principle(self, principle_id: int, reason: str) -> None:
-        self.db.execute("UPDATE principles SET retired = ? WHERE id = ?", (reason, principle_id))
+    def add_revision(self, problem_id: int, attempt_id: int, position: int, prefix: Sequence[str], flagged: str,
+                     flagged_score: float | None, revision: str, before_answer: str | None,
+                     after_answer: str | None, before_correct: bool, after_correct: bool) -> int:
+        cur = self.db.execute(
+            "INSERT INTO revisions (problem_id, attempt_id, position, prefix, flagged, flagged_score, revision,"
+            " before_answer, after_answer, before_correct, after_correct, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (problem_id, attempt_id, position, json.dumps(list(prefix)), flagged, flagged_score, revision,
+             before_answer, after_answer, int(before_correct), int(after_correct), time.time()))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def retire_item(self, kind: str, item_id: int, reason: str) -> bool:
+        """Retire a principle, banked step or mistake: retrieval skips it from now on. False if it already was."""
+        changed = self.db.execute(f"UPDATE {ITEM_TABLES[kind]} SET retired = ? WHERE id = ? AND retired IS NULL",
+                                  (reason, item_id)).rowcount > 0
+        self._indexes.clear()  # rebuilt without the retired rows on the next search
+        return changed
+
+    def add_holdout(self, key: str, question: str, gold_answer: str, task: str) -> int:
+        """Hold a problem back from learning (idempotent); its id."""
+        self.db.execute("INSERT OR IGNORE INTO holdout (key, question, gold_answer, task) VALUES (?, ?, ?, ?)",
+                        (key, question, gold_answer, task))
+        return int(self.db.execute("SELECT id FROM holdout WHERE key = ?", (key,)).fetchone()[0])
+
+    def add_holdout_solve(self, holdout_id: int, strategy: str, provider: str, correct: bool, tokens: int,
+                          similarity: float | None, items: Sequence[int]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO holdout_solves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (holdout_id, strategy, provider, int(correct), tokens, similarity,
+                         json.dumps(sorted(set(items))), time.time()))
+
+    def forget_provider_solves(self, strategy: str) -> int:
+        """Drop the with-provider held-out solves of `strategy` (the memory changed since); bare ones stay."""
+        return self.db.execute("DELETE FROM holdout_solves WHERE strategy = ? AND provider != ''",
+                               (strategy,)).rowcount
+
+    def set_provider_effect(self, e: ProviderEffect) -> None:
+        self.db.execute("INSERT OR REPLACE INTO provider_effects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (e.provider, e.strategy, e.n, e.bare_correct, e.with_correct, e.delta, e.ci_low,
+                         e.ci_high, e.bare_tokens, e.with_tokens, e.floor, e.floor_delta, e.measured_at or time.time()))
 
     def add_principle_uses(self, attempt_id: int, principle_ids: Sequence[int]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO principle_uses VALUES (?, ?)",
@@ -332,13 +464,53 @@ class MemoryStore:
     def counts(self) -> dict[str, int]:
         with self.lock:
             out = {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                   for t in ("problems", "attempts", "mistakes", "principles", "steps")}
-            out["principles_active"] = self.db.execute(
-                "SELECT COUNT(*) FROM principles WHERE retired IS NULL").fetchone()[0]
-            out["steps_verified"] = self.db.execute("SELECT COUNT(*) FROM steps WHERE verified = 1").fetchone()[0]
+                   for t in ("problems", "attempts", "mistakes", "principles", "steps", "revisions", "holdout")}
+            for table in ("principles", "steps", "mistakes"):
+                out[f"{table}_retired"] = self.db.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE retired IS NOT NULL").fetchone()[0]
+            out["principles_active"] = out["principles"] - out["principles_retired"]
+            out["steps_verified"] = self.db.execute(
+                "SELECT COUNT(*) FROM steps WHERE verified = 1 AND retired IS NULL").fetchone()[0]
             out["attempts_graded"], out["attempts_correct"] = self.db.execute(
                 "SELECT COUNT(correct), COALESCE(SUM(correct), 0) FROM attempts").fetchone()
             return out
+
+    def is_holdout(self, key: str) -> bool:
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM holdout WHERE key = ?", (key,)).fetchone() is not None
+
+    def holdout_done(self, holdout_id: int, strategy: str) -> set[str]:
+        """Providers ('' = bare) already measured on this held-out problem with `strategy`."""
+        with self.lock:
+            return {r[0] for r in self.db.execute(
+                "SELECT provider FROM holdout_solves WHERE holdout_id = ? AND strategy = ?", (holdout_id, strategy))}
+
+    def holdout_solves(self, strategy: str) -> list[HoldoutSolve]:
+        with self.lock:
+            rows = self.db.execute("SELECT holdout_id, provider, correct, tokens, similarity, items FROM holdout_solves"
+                                   " WHERE strategy = ? ORDER BY holdout_id, provider", (strategy,)).fetchall()
+        return [HoldoutSolve(r[0], r[1], bool(r[2]), r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def item_text(self, kind: str, item_id: int) -> tuple[str, str | None]:
+        """(text, retirement reason) of a principle, banked step or mistake (its wrong answer and question)."""
+        sql = {"principles": "SELECT text, retired FROM principles WHERE id = ?",
+               "steps": "SELECT text, retired FROM steps WHERE id = ?",
+               "mistakes": "SELECT 'wrong answer ' || COALESCE(m.wrong_answer, 'none') || ' to: ' || q.question,"
+                           " m.retired FROM mistakes m JOIN problems q ON q.id = m.problem_id WHERE m.id = ?"}[kind]
+        with self.lock:
+            row = self.db.execute(sql, (item_id,)).fetchone()
+        return (row[0], row[1]) if row else ("(deleted)", None)
+
+    def provider_effects(self) -> list[ProviderEffect]:
+        with self.lock:
+            rows = self.db.execute("SELECT * FROM provider_effects ORDER BY strategy, provider").fetchall()
+        return [ProviderEffect(*r) for r in rows]
+
+    def provider_effect(self, provider: str, strategy: str) -> ProviderEffect | None:
+        with self.lock:
+            r = self.db.execute("SELECT * FROM provider_effects WHERE provider = ? AND strategy = ?",
+                                (provider, strategy)).fetchone()
+        return ProviderEffect(*r) if r else None
 
     def principles(self, task: str | None = None, active_only: bool = True,
                    level: str | None = None) -> list[tuple[PrincipleRow, np.ndarray]]:
@@ -407,7 +579,8 @@ class MemoryStore:
 
     def similar_steps(self, query: np.ndarray, k: int) -> list[BankedStep]:
         """The `k` verified banked steps closest to `query`, with their problems."""
-        index = self._index("steps", "SELECT id, embedding FROM steps WHERE verified = 1 AND id > ? ORDER BY id")
+        index = self._index("steps", "SELECT id, embedding FROM steps WHERE verified = 1 AND retired IS NULL"
+                                     " AND id > ? ORDER BY id")
         hits = index.search(query, k)
         if not hits:
             return []
@@ -417,11 +590,20 @@ class MemoryStore:
                 f" WHERE s.id IN ({','.join('?' * len(hits))})", [h[0] for h in hits])}
         return [BankedStep(i, rows[i][1], rows[i][2], rows[i][3], sim) for i, sim in hits]
 
+    def nearest_bank_problem(self, query: np.ndarray) -> float | None:
+        """Similarity of the closest problem that has active verified steps in the bank (None: empty bank)."""
+        index = self._index("bank_problems",
+                            "SELECT q.id, q.embedding FROM problems q WHERE q.id > ? AND EXISTS (SELECT 1 FROM steps s"
+                            " WHERE s.problem_id = q.id AND s.verified = 1 AND s.retired IS NULL) ORDER BY q.id")
+        hits = index.search(query, 1)
+        return hits[0][1] if hits else None
+
     def similar_mistakes(self, query: np.ndarray, k: int) -> list[MistakeRow]:
         """Mistakes on the `k` problems closest to `query` that have both a wrong and a corrected solution."""
         index = self._index("mistake_problems",
                             "SELECT q.id, q.embedding FROM problems q WHERE q.id > ? AND EXISTS (SELECT 1 FROM"
-                            " mistakes m WHERE m.problem_id = q.id AND m.corrected_steps IS NOT NULL) ORDER BY q.id")
+                            " mistakes m WHERE m.problem_id = q.id AND m.corrected_steps IS NOT NULL"
+                            " AND m.retired IS NULL) ORDER BY q.id")
         hits = index.search(query, k)
         out = []
         with self.lock:
@@ -429,7 +611,8 @@ class MemoryStore:
                 r = self.db.execute(
                     "SELECT m.id, q.question, m.wrong_steps, m.wrong_answer, m.first_error, m.corrected_steps,"
                     " m.correct_answer FROM mistakes m JOIN problems q ON q.id = m.problem_id"
-                    " WHERE m.problem_id = ? AND m.corrected_steps IS NOT NULL ORDER BY m.id LIMIT 1",
+                    " WHERE m.problem_id = ? AND m.corrected_steps IS NOT NULL AND m.retired IS NULL"
+                    " ORDER BY m.id LIMIT 1",
                     (problem_id,)).fetchone()
                 out.append(_mistake(r, sim))
         return out
