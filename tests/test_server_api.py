@@ -87,6 +87,22 @@ def test_trace_only_when_asked_and_strategy_from_extra_body(client):
     assert extra["choices"][0]["answer"] == "12"
 
 
+def test_the_question_leaves_out_system_messages_and_keeps_the_conversation(client, backend):
+    messages = [{"role": "system", "content": "You are terse and answer in French."},
+                {"role": "user", "content": "I have 2 boxes."},
+                {"role": "assistant", "content": "Noted: 2 boxes."},
+                {"role": "system", "content": "Never mention boxes."},
+                {"role": "user", "content": QUESTION}]
+    client.chat.completions.create(model="cot/scripted", messages=messages)
+    question = backend.requests[-1].messages[-1]["content"]
+    assert "I have 2 boxes." in question and "Noted: 2 boxes." in question and QUESTION in question
+    assert "French" not in question and "Never mention" not in question
+    assert not any("French" in str(m["content"]) for m in backend.requests[-1].messages)
+    client.chat.completions.create(model="cot/scripted", messages=[messages[0], messages[-1]])
+    assert backend.requests[-1].messages[-1]["content"].endswith(QUESTION)
+    assert "French" not in backend.requests[-1].messages[-1]["content"]
+
+
 def _collect(stream):
     chunks = list(stream)
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

@@ -81,6 +81,13 @@ BAD_REQUESTS = [
     ("budget above the server's", dict(json={**CHAT, "model": "cot:max_tokens_total=99999/scripted"}), 400,
      "token budget"),
     ("no user message", dict(json={**CHAT, "messages": [{"role": "system", "content": "x"}]}), 400, "user message"),
+    ("redline.params without redline.strategy", dict(json={**CHAT, "redline": {"params": {"n": 2}}}), 400,
+     "redline.params needs redline.strategy"),
+    ("a parameter in the spec and in redline.params", dict(json={**CHAT, "model": "scripted",
+                                                               "redline": {"strategy": "sc:n=3", "params": {"n": 2}}}),
+     400, "parameter 'n' given both in the strategy and in redline.params"),
+    ("a parameter given twice in the spec", dict(json={**CHAT, "model": "sc:n=3,n=2/scripted"}), 400,
+     "parameter 'n' given twice"),
     ("oversize body", dict(json={**CHAT, "messages": [{"role": "user", "content": "x" * 50_000}]}), 413,
      "20000 bytes"),
     ("wrong content type", dict(content=json.dumps(CHAT), headers={"Content-Type": "text/plain"}), 415,
@@ -113,6 +120,17 @@ def test_token_budget_stops_a_strategy_gracefully():
         body = post(url, json={**CHAT, "model": "refine/scripted"}).json()
     assert body["choices"][0]["finish_reason"] == "length"
     assert "max_tokens_total=10" in body["redline"]["choices"][0]["stopped"]
+
+
+@pytest.mark.filterwarnings("ignore::redline.verifiers.judge.JudgeMalformed")  # scripted critiques have no verdicts
+def test_the_request_token_cap_holds_while_the_judge_scores_samples_together():
+    # bon's 8 samples come back in one call, then the judge scores every step of every sample at
+    # once (10 ms a call, so they are in flight together): the cap must stop them, not one wave late.
+    with running_server(scripted(delay_s=0.01)[1], ServerSettings(max_request_tokens=1000)) as url:
+        body = post(url, json={**CHAT, "model": "bon:n=8,verifier=judge/scripted"}).json()
+    assert "max_tokens_total=1000 reached" in body["redline"]["choices"][0]["stopped"]
+    assert body["redline"]["choices"][0]["usage"]["verify"]["calls"] >= 1  # the cap stopped the judge, not the sampling
+    assert body["usage"]["total_tokens"] <= 1000
 
 
 async def test_saturated_server_answers_429_with_retry_after():
