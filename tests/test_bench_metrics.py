@@ -86,6 +86,37 @@ def test_paired_comparison_counts_discordant_pairs():
     assert paired_comparison("x", "base", [], []) is None
 
 
+def test_paired_ci_is_a_95_percent_interval_by_hand():
+    # 100 pairs: 30 where only the strategy is right, 10 where only the baseline is, 60 ties.
+    # Differences d are +1, -1, 0: mean 0.2, sd sqrt(0.4 - 0.04) = 0.6, standard error 0.06, so a
+    # 95% interval is 0.2 +- 1.96 * 0.06 = [0.082, 0.318]; a 50% one would be 0.2 +- 0.674 * 0.06 = [0.16, 0.24].
+    a = [True] * 30 + [False] * 10 + [True] * 30 + [False] * 30
+    b = [False] * 30 + [True] * 10 + [True] * 30 + [False] * 30
+    c = paired_comparison("x", "base", a, b)
+    assert c.diff == pytest.approx(0.2) and (c.only_strategy, c.only_baseline) == (30, 10)
+    assert c.ci == pytest.approx((0.2 - 1.96 * 0.06, 0.2 + 1.96 * 0.06), abs=0.015)
+    # exact McNemar: twice P(X >= 30) for X ~ Binomial(40, 1/2)
+    assert c.p_value == pytest.approx(2 * sum(math.comb(40, k) for k in range(30, 41)) / 2 ** 40)
+
+
+def test_f1_is_the_harmonic_mean_of_error_and_correct_accuracy_by_hand():
+    import asyncio
+
+    from redline.train.records import LabeledSolution
+    from redline.train.verifier_eval import evaluate
+    from redline.verifiers.scripted import ScriptedVerifier
+
+    # The verifier flags every step 'bad': it finds the first error where it is step 'bad' (2 of 3
+    # erroneous solutions) and passes 1 of 2 correct ones (the one without a 'bad' step).
+    records = [LabeledSolution("e1", "q", ("ok", "bad"), 1), LabeledSolution("e2", "q", ("bad", "ok"), 0),
+               LabeledSolution("e3", "q", ("ok", "ok", "bad"), 1), LabeledSolution("c1", "q", ("ok", "ok"), -1),
+               LabeledSolution("c2", "q", ("ok", "bad"), -1)]
+    report = asyncio.run(evaluate(ScriptedVerifier(lambda q, i, step: 0.1 if step == "bad" else 0.9), records))
+    assert (report.error_accuracy, report.correct_accuracy) == (pytest.approx(2 / 3), 0.5)
+    assert report.f1 == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))  # = 4/7
+    assert report.f1 == pytest.approx(4 / 7)
+
+
 def test_pareto_front():
     points = [(100, 0.5), (200, 0.6), (150, 0.4), (300, 0.6), (50, 0.5)]
     assert pareto_front(points) == [1, 4]
@@ -115,6 +146,10 @@ def test_summarize_by_hand():
     assert s.latency_p50 == pytest.approx(2.5) and s.latency_p95 == pytest.approx(3 + 0.85 * 7)
     assert s.cost == pytest.approx((200 * 1.0 + 100 * 2.0) / 1e6) and s.cost_per_problem == pytest.approx(1e-4)
     assert summarize("s", rows, prices={"other": {"prompt": 1, "completion": 1}}).cost is None
+    fallback = {"other": {"prompt": 9.0, "completion": 9.0}, "*": {"prompt": 3.0, "completion": 0.5}}
+    assert summarize("s", rows, prices=fallback).cost == pytest.approx((200 * 3.0 + 100 * 0.5) / 1e6)  # '*' for m
+    both = {"m": {"prompt": 1.0, "completion": 2.0}, "*": {"prompt": 3.0, "completion": 0.5}}
+    assert summarize("s", rows, prices=both).cost == pytest.approx(s.cost)  # the model's own price wins
     assert s.samples == 0 and s.pass_at == {}
 
 
