@@ -83,6 +83,33 @@ def test_pairs_obey_the_q_margin_and_the_character_difference():
         assert chosen.parent is rejected.parent is parent
 
 
+def test_an_answerless_terminal_counts_as_wrong_in_the_soft_label():
+    cut = "Step 2: Then she buys some more apples for the"
+    tree = node("", 0.5, n=3, children=[node(A, 0.6, [node(B, 0.9, answer="5", terminal=True),
+                                                      node(cut, 0.4, answer=None, terminal=True)])])
+    root = tree_from_dict(tree)
+    labels = label_tree(root, "5")
+    nodes = by_text(root)
+    assert labels[id(nodes[A])].soft == 0.5 and labels[id(nodes[A])].hard  # 1 correct of 2 terminals below
+    assert (labels[id(nodes[cut])].soft, labels[id(nodes[cut])].hard) == (0.0, False)
+
+
+def test_per_side_caps_the_chosen_and_rejected_steps_at_one_node():
+    goods = [f"Step 1: {k} + {k} = {2 * k}, and with the remaining apples that makes 5." for k in (1, 2, 3)]
+    bads = [f"Step 1: The answer is {w}, as the boxes hold {w} apples in all." for w in (7, 8, 9)]
+    tree = node("", 0.5, n=6, children=[node(t, q, answer="5", terminal=True) for t, q in zip(goods, (0.9, 0.8, 0.7))]
+                + [node(t, q, answer="4", terminal=True) for t, q in zip(bads, (0.3, 0.1, 0.2))])
+    root = tree_from_dict(tree)
+    labels = label_tree(root, "5")
+
+    def pairs(per_side):
+        return [(c.text, r.text) for _, c, r in step_pairs(root, "5", labels, per_side=per_side)]
+
+    assert pairs(1) == [(goods[0], bads[1])]  # the highest-Q correct step against the lowest-Q wrong one
+    assert pairs(2) == [(goods[0], bads[1]), (goods[0], bads[2]), (goods[1], bads[1]), (goods[1], bads[2])]
+    assert len(pairs(3)) == 9 and len(list(step_pairs(root, "5", labels))) == 4  # the default keeps two a side
+
+
 def test_rows_in_the_export_formats():
     prm = tree_rows("prm", "Q?", "5", TREE)
     assert len(prm) == 6  # one per terminal path
