@@ -1,7 +1,8 @@
 """The shared fitting loop on the tiny random Llama of test_train: each precision this machine
-supports trains to the same losses (three steps), padding never changes a row's loss (so length grouping
-changes nothing but speed), the schedule is transformers' own, and a checkpoint written
-mid-run (in bf16 where the CPU has it) resumes to the very weights of an uninterrupted run."""
+supports trains to the same losses (three steps); neither padding nor a prefix shared by a batch
+changes a row's loss or gradient, so length grouping changes nothing but speed; the schedule is
+transformers' own; and a checkpoint written mid-run (in bf16 where the CPU has it) resumes to the
+very weights of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -52,17 +53,32 @@ def test_each_supported_precision_trains_to_the_same_losses(tiny_base, files, tm
     assert losses["float32"][2] < losses["float32"][1] - 0.01
 
 
-def test_padding_never_changes_a_rows_loss(tiny_base, files):
+def test_padding_and_the_shared_prefix_never_change_a_rows_loss_or_gradient(tiny_base, files):
+    from redline.train.loop import shared_prefix
+
     loaded, rows = _rows(str(tiny_base), read_training_data(files["train"]))
-    assert len({len(r) for r in rows}) == len(rows)  # mixed lengths: every batch below is padded
+    assert len({len(r) for r in rows}) == len(rows)  # mixed lengths: the batch below is padded
+    assert shared_prefix([r.ids for r in rows]) > 16  # the system prompt: computed once for the batch
     model = lora_model(loaded, 4, 0)
     model.eval()
     pad = loaded.tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(batches):
+        model.zero_grad()
+        logps = [answer_logprobs(model, b, pad, "cpu")[0] for b in batches]
+        total = -sum(lp.sum() for lp in logps) / sum(lp.numel() for lp in logps)
+        total.backward()
+        return float(total), [p.grad.clone() for p in params], [float(lp.sum()) for lp in logps]
+
+    alone_loss, alone_grads, alone = loss_and_grads([[r] for r in rows])
+    batch_loss, batch_grads, _ = loss_and_grads([rows])
     with torch.no_grad():
-        alone = [float(answer_logprobs(model, [r], pad, "cpu")[0].sum()) for r in rows]
         logp, which = answer_logprobs(model, rows, pad, "cpu")
-        together = [float(logp[which == i].sum()) for i in range(len(rows))]
-    assert together == pytest.approx(alone, rel=1e-5)
+    assert [float(logp[which == i].sum()) for i in range(len(rows))] == pytest.approx(alone, rel=1e-5)
+    assert batch_loss == pytest.approx(alone_loss, rel=1e-5)
+    for a, b in zip(batch_grads, alone_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_length_grouping_gives_the_same_loss(tiny_base, files):

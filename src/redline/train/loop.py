@@ -1,14 +1,12 @@
 """The one fitting path of `redline train` (sft, rft, dpo and prm): a plain PyTorch loop over a LoRA.
 
-Why not TRL's Trainer any more: profiling one LoRA SFT step on the embedded model showed the
-time going to work this loop does not do (bench/train_speed.py measures both): batches padded to
-their longest row in random order, TRL's fused LM head computing an entropy and a top-1 accuracy
-over the full vocabulary at every position for its metrics, and float32 where the CPU multiplies
-bf16 natively. Here each trainer gives only a loss function over a batch of encoded rows; the
-loop owns the rest: batches of similar length (little padding; attention never crosses rows),
-bf16 autocast where it pays (`precision`), AdamW with a warm-up and cosine (or linear) decay,
-gradient clipping, one progress line per step, a checkpoint every `save_steps` and on Ctrl-C,
-and resuming from the last checkpoint with the same data order.
+Each trainer gives only a loss function over a batch of encoded rows; the loop owns the rest:
+batches of rows of similar length (little padding; attention never crosses rows), bf16 autocast
+where it pays (`precision`), AdamW with transformers' warm-up and cosine (or linear) schedule,
+gradient clipping, one progress line per step, a checkpoint every `save_steps` and on Ctrl-C, and
+resuming from the last checkpoint with the same data order. `hidden_states` runs a prompt prefix
+that all rows of a batch share once, and no loss computes logits it does not read.
+Why not TRL's Trainer: see bench/train_speed.py, which measures both on the same rows.
 """
 
 from __future__ import annotations
@@ -82,23 +80,43 @@ def length_batches(items: Sequence[T], size: int, rng: random.Random, length: Ca
     return batches
 
 
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row has in common, leaving each row at least one of its own."""
+    first, limit = rows[0], min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
 def hidden_states(model: Any, rows: Sequence[Sequence[int]], pad_id: int, device: str) -> Any:
     """The decoder's last hidden states for right-padded `rows` (batch x longest x hidden).
 
     No LM head: each loss projects only the positions it reads (the full-vocabulary head over
-    every token would cost a fifth of the model's compute for logits nobody reads). Without
-    padding the mask is left out, so attention takes its plain causal path."""
+    every token would cost a fifth of the model's compute for logits nobody reads). A prefix that
+    all rows share (the solve prompt's system message: about a third of a GSM8K row) runs once,
+    and the rows continue from its keys and values; the result, and its gradient, are those of
+    the full batch. Without padding the mask is left out, so attention takes its plain causal path."""
     import torch
 
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    ids = ids.to(device)
     mask = None
     if any(len(r) < width for r in rows):
         mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long().to(device)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return lm.get_decoder()(input_ids=ids.to(device), attention_mask=mask).last_hidden_state
+    decoder = lm.get_decoder()
+    shared = shared_prefix(rows) if len(rows) > 1 else 0
+    if shared < 16:  # too short to pay for a second call
+        return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    head = decoder(input_ids=ids[:1, :shared], use_cache=True)
+    cache = head.past_key_values
+    cache.batch_repeat_interleave(len(rows))
+    tail = decoder(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=cache, use_cache=True)
+    return torch.cat([head.last_hidden_state.expand(len(rows), -1, -1), tail.last_hidden_state], dim=1)
 
 
 def output_head(model: Any) -> Any:
