@@ -20,7 +20,11 @@ from tests.conftest import scripted_runtime
 PROBLEMS = 24
 STRATEGIES = "cot,cot:max_calls=1"
 
-# The runner in its own process, over a scripted backend slow enough to be caught mid-way.
+HELD_FROM = 12  # in a held run, problems from this number on never get an answer
+
+# The runner in its own process, over a scripted backend. A held run (argv[2] == "hold") answers the
+# problems below HELD_FROM and waits forever on the rest, so it cannot end before the test kills it,
+# however slow the machine: the test waits for rows (an event), not for a window of time.
 EVAL_SCRIPT = textwrap.dedent(f"""
     import asyncio, signal, sys
     from pathlib import Path
@@ -30,13 +34,20 @@ EVAL_SCRIPT = textwrap.dedent(f"""
     from redline.runtime import Runtime
     from redline.types import Problem
 
+    def number(request):
+        return int(request.messages[-1]["content"].split("number ")[1].split(".")[0])
+
     def answer(request, index):
-        question = request.messages[-1]["content"]
-        number = int(question.split("number ")[1].split(".")[0])
-        return f"Add one.\\nThe answer is {{number + 1}}."
+        return f"Add one.\\nThe answer is {{number(request) + 1}}."
+
+    class Held(ScriptedBackend):
+        async def generate(self, request):
+            if sys.argv[2] == "hold" and number(request) >= {HELD_FROM}:
+                await asyncio.Event().wait()
+            return await super().generate(request)
 
     problems = [Problem(f"What is number {{i}}. plus one?", str(i + 1), id=f"p{{i}}") for i in range({PROBLEMS})]
-    runtime = Runtime(backend=LedgeredBackend(ScriptedBackend(answer, delay_s=float(sys.argv[2]))), max_tokens=32)
+    runtime = Runtime(backend=LedgeredBackend(Held(answer)), max_tokens=32)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the parent ignores SIGINT (background jobs)
     asyncio.run(run_eval(Path(sys.argv[1]), problems, "{STRATEGIES}", runtime, concurrency=3))
 """)
@@ -55,26 +66,27 @@ def rows(run_dir):
         db.close()
 
 
-def start(tmp_path, run_dir, delay):
+def start(tmp_path, run_dir, mode):
     script = tmp_path / "eval_script.py"
     script.write_text(EVAL_SCRIPT)
-    return subprocess.Popen([sys.executable, str(script), str(run_dir), str(delay)], stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(script), str(run_dir), mode], stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, sig):
     run_dir = tmp_path / "run"
-    proc = start(tmp_path, run_dir, delay=0.3)  # 48 solves take ~5 s: room for a loaded machine to poll
-    deadline = time.monotonic() + 60
-    while len(rows(run_dir)) < 6 and time.monotonic() < deadline:
+    proc = start(tmp_path, run_dir, "hold")
+    deadline = time.monotonic() + 300  # only a run that never starts writing meets it
+    while len(rows(run_dir)) < 6 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, f"the held run ended on its own: {proc.stderr.read()[-500:]}"
     proc.send_signal(sig)
-    proc.wait(timeout=30)
-    assert proc.returncode != 0, f"the run ended on its own ({len(rows(run_dir))} rows): {proc.stderr.read()[-500:]}"
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
     before = rows(run_dir)
-    assert 6 <= len(before) < 2 * PROBLEMS, "the kill should land mid-way"
+    assert 6 <= len(before) <= 2 * HELD_FROM, "the kill lands mid-way: held problems have no rows"
 
-    finish = start(tmp_path, run_dir, delay=0.0)
+    finish = start(tmp_path, run_dir, "open")
     assert finish.wait(timeout=60) == 0, finish.stderr.read()
     after = rows(run_dir)
     keys = [(pid, strategy) for pid, strategy, _, _ in after]
