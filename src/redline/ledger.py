@@ -120,7 +120,8 @@ class Ledger:
         """Replace a call's booking with what it spent, and record it."""
         with self._lock:
             self._held -= hold.tokens
-            self._add(rec)
+            self.records.append(rec)
+            self._spent += self.budget.tokens(rec.usage)
         if self._on_record is not None:
             self._on_record(rec)
 
@@ -129,27 +130,10 @@ class Ledger:
         with self._lock:
             self._held -= hold.tokens
 
-    def record(self, rec: CallRecord) -> None:
-        """Record a call that was not booked (it counts as started)."""
-        with self._lock:
-            self._started += 1
-            self._add(rec)
-        if self._on_record is not None:
-            self._on_record(rec)
-
-    def _add(self, rec: CallRecord) -> None:
-        self.records.append(rec)
-        self._spent += self.budget.tokens(rec.usage)
-
     @property
     def started(self) -> int:
         """Calls admitted so far, finished, failed or still running (what `max_calls` counts)."""
         return self._started
-
-    @property
-    def spent(self) -> int:
-        """Tokens spent so far, counted as the budget counts them."""
-        return self._spent
 
     def by_phase(self) -> dict[str, Usage]:
         out: dict[str, Usage] = {}
