@@ -7,13 +7,18 @@ import math
 
 import pytest
 
-from redline.backends.base import Completion, GenerationRequest, TokenLogprob
+from redline.backends.base import (Completion, GenerationRequest, LedgeredBackend, TokenLogprob,
+                                   estimate_prompt_tokens)
+from redline.backends.openai_compat import OpenAIBackend
+from redline.backends.scripted import ScriptedBackend
 from redline.errors import BudgetExceeded
 from redline.ledger import PROCESS_LEDGER, Budget, Hold, Ledger, current_ledger, phase, use_ledger
 from redline.loop import Solver, build_solver
 from redline.strategies.base import SolveContext
 from redline.types import Candidate, Problem, Result, Solution, Usage
+from redline.text import solve_messages
 from tests.conftest import scripted_runtime
+from tests.openai_app import AppControl, serve
 
 PHASE_PLAN = ("solve", "verify", "revise", "verify", "revise", "verify")
 
@@ -219,6 +224,8 @@ async def test_max_calls_holds_when_the_judge_starts_its_calls_together(spec):
     result = await build_solver(f"{spec},max_calls=3", judged_runtime()).solve(Problem("What is 2 + 3?"))
     assert result.stopped == "max_calls=3 reached"
     assert result.total.calls == 3 and result.usage["verify"].calls == 2
+    if spec.startswith("bon"):  # the two verdicts admitted scored the first sample: it is the answer so far
+        assert result.answer == "5" and result.candidates[0].solution.step_texts[0].endswith("(draft 0).")
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -235,3 +242,38 @@ async def test_max_tokens_total_holds_when_the_judge_starts_its_calls_together(s
         assert result.stopped.startswith(f"max_tokens_total={cap} reached")
         verdicts.append(result.usage.get("verify", Usage()).calls)
     assert 0 < max(verdicts) < free.usage["verify"].calls  # some caps stopped a wave of verdicts partway
+
+
+# --- what a call books: prompt estimates ------------------------------------------------------------
+
+async def test_openai_books_every_sample_s_prompt_until_the_server_honours_n():
+    control = AppControl()
+    request = GenerationRequest(messages=[{"role": "user", "content": "What is 2 + 3?"}], n=4, max_tokens=8)
+    per_prompt = estimate_prompt_tokens(request)
+    with serve(ScriptedBackend(["The answer is 5."]), control) as url:
+        native, splitting = OpenAIBackend(base_url=url), OpenAIBackend(base_url=url)
+        assert native.prompt_cost(request) == (4 * per_prompt, 0)  # nothing known of the server yet
+        ledger = Ledger(budget=Budget(max_tokens_total=10_000))
+        with use_ledger(ledger):
+            await LedgeredBackend(native).generate(request)
+        assert native.prompt_cost(request) == (per_prompt, 0)  # it answered n=4 with 4 choices: one prompt
+        assert ledger.total().prompt_tokens <= per_prompt
+        control.reset(ignore_n=True)  # like llama.cpp and Ollama: each sample becomes its own call
+        ledger = Ledger(budget=Budget(max_tokens_total=10_000))
+        with use_ledger(ledger):
+            await LedgeredBackend(splitting).generate(request)
+        assert ledger.total().prompt_tokens == 4 * 5 <= splitting.prompt_cost(request)[0]
+        await native.aclose()
+        await splitting.aclose()
+
+
+@pytest.mark.model
+def test_the_byte_estimate_never_counts_fewer_tokens_than_the_real_tokenizer(local_backend):
+    requests = [GenerationRequest(messages=solve_messages("Sam has 3 bags with 4 apples each. How many?", ""),
+                                  prefix="Step 1: 3 * 4 = 12.\n\nStep 2:"),
+                GenerationRequest(messages=[{"role": "user", "content": "Ünïcödé: 3 € × 4 = 12 €, ½ ≈ 0.5 🍎"}]),
+                GenerationRequest(messages=[{"role": "user", "content": "x"}]),
+                GenerationRequest(prompt="Question: 2 + 2 =", prefix=" 4")]
+    for request in requests:
+        exact, _ = local_backend.inner.prompt_cost(request)
+        assert exact <= estimate_prompt_tokens(request), request

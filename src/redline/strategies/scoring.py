@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any, Sequence
 
-from redline.ledger import gather_calls
 from redline.strategies.base import SolveContext
 from redline.types import Candidate, Problem, Solution
 
@@ -15,12 +15,15 @@ async def score_all(ctx: SolveContext, verifier: Any, problem: Problem, solution
     """Score every solution (phase 'verify', sanity rules applied) and return them as Candidates in
     order; propose each unless they are partial (`propose=False`: beam and MCTS prefixes, which
     are not held to the final-answer rule)."""
-    scored = await gather_calls(*(ctx.score(verifier, problem.question, s, agg, complete=propose)
-                                  for s in solutions))
-    candidates = [replace(c, origin=origin) for c in scored]
-    if propose:
+    outcomes = await asyncio.gather(*(ctx.score(verifier, problem.question, s, agg, complete=propose)
+                                      for s in solutions), return_exceptions=True)
+    candidates = [replace(c, origin=origin) for c in outcomes if isinstance(c, Candidate)]
+    if propose:  # also when a budget stopped some of the scoring: those scored are answers so far
         for c in candidates:
             ctx.propose(c)
+    for error in outcomes:  # raised once every call has ended (see `redline.ledger.gather_calls`)
+        if isinstance(error, BaseException):
+            raise error
     return candidates
 
 
