@@ -74,7 +74,7 @@ class CachedPrompts:
     def __call__(self, request, index: int) -> Completion:
         first = request is not self.last_request
         self.last_request = request
-        prompt, cached, completion = (20 + index, 5 * (index % 3), 7 + index % 4) if first else (0, 0, 6)
+        prompt, cached, completion = (20 + index, 5 * (index % 3 + 1), 7 + index % 4) if first else (0, 0, 6)
         self.billed += prompt + completion
         self.computed += prompt - cached + completion
         return Completion("Step 1: 2 + 2 = 4.\nStep 2: The answer is 4.", "stop", prompt, completion, 0.0,
@@ -126,6 +126,7 @@ async def test_solve_usage_table_shows_billed_and_computed_tokens():
     solver = build_solver("sc:n=2", scripted_runtime(script, max_tokens=32))
     result = await solver.solve(Problem("What is 2 + 2?"), on_record=records.append)
     assert sum(r.prompt_tokens - r.cached_prompt_tokens + r.completion_tokens for r in records) == script.computed
+    assert script.computed < script.billed
     console = Console(record=True, width=120)
     console.print(usage_table(result))
     header, *rows = [line.split() for line in console.export_text().splitlines() if "│" in line or "┃" in line]
