@@ -176,3 +176,24 @@ async def test_cached_prompt_tokens_reach_the_ledger(backend, control):
     assert [r.cached_prompt_tokens for r in ledger.records] == [3, 3]
     assert ledger.by_phase()["solve"].uncached_prompt_tokens == ledger.total().prompt_tokens - 6 > 0
     assert ledger.by_endpoint().keys() == {backend.where, ""}  # pass-through calls do not say which endpoint
+
+
+
+async def test_passthrough_makes_the_samples_a_server_ignoring_n_drops(backend, control):
+    control.reset(ignore_n=True)  # llama.cpp's server answers one choice whatever n is, streamed or not
+    body = {"messages": QUESTION, "max_tokens": 6, "temperature": 0.9, "seed": 3, "n": 3}
+    single = await backend.passthrough({**body, "n": 1})
+    control.seen.clear()
+    data = await backend.passthrough(body)
+    assert [c["index"] for c in data["choices"]] == [0, 1, 2] and all(c["message"]["content"] for c in data["choices"])
+    assert [b["n"] for _, b in control.seen] == [3, 1, 1] and [b["seed"] for _, b in control.seen] == [3, 4, 5]
+    assert data["usage"]["prompt_tokens"] == 3 * single["usage"]["prompt_tokens"] > 0  # three calls, three bills
+    assert 3 <= data["usage"]["completion_tokens"] <= 18
+    control.seen.clear()
+    chunks = [c async for c in backend.passthrough_stream({**body, "stream_options": {"include_usage": True}})]
+    texts = ["".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                     if c["choices"] and c["choices"][0]["index"] == i) for i in range(3)]
+    assert all(texts) and len(control.seen) == 3
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    assert len(usage) == 1 and chunks[-1].get("usage") == usage[0]  # one usage chunk, summed, sent last
+    assert usage[0]["prompt_tokens"] == data["usage"]["prompt_tokens"]

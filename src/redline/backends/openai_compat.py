@@ -19,8 +19,11 @@ Prefix continuation (the rule):
   those fields with a 400 is asked again without them (llama.cpp and Ollama continue a final
   assistant message by themselves), and the backend remembers that.
 
-`n`: requested natively; when a server returns fewer choices (llama.cpp, Ollama ignore `n`), the
-missing ones are made by separate calls, and the backend remembers to split from then on.
+`n`: requested natively; when a server returns fewer choices (llama.cpp's server and Ollama ignore
+`n`, streamed or not), the missing ones are made by separate calls (seed + i for sample i), and the
+backend remembers to split from then on. Pass-through replies get the same treatment: the extra
+samples' choices are merged in (streams: renumbered and sent after the first) and usage is summed,
+so a client never silently gets one sample for n.
 
 Cached prompt tokens: `usage.prompt_tokens_details.cached_tokens`, when the server sends it (vLLM
 with --enable-prompt-tokens-details, OpenAI), goes to `Completion.cached_tokens`.
@@ -230,29 +233,101 @@ class OpenAIBackend:
 
     async def passthrough(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST a chat-completions body as-is (tools, multi-turn intact) with this backend's model;
-        return the server's JSON (LedgeredBackend records its usage)."""
+        return the server's JSON (LedgeredBackend records its usage). A server that ignores `n`
+        gets the missing samples as separate calls, merged into one reply."""
+        n = _requested_n(body)
         try:
-            data, _ = await self._call(lambda c: c.post("/chat/completions", body={**body, "model": self.model},
-                                                         cast_to=object))
+            data = await self._post_chat(body)
+            missing = range(len(data.get("choices") or ()), n)
+            if missing:
+                self._native_n = False
+                extra = await asyncio.gather(*(self._post_chat(_one_sample(body, i)) for i in missing))
+                data = _merge_replies(data, list(extra))
         except openai.APIError as e:
             raise self._error(e) from None
+        return data
+
+    async def _post_chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        data, _ = await self._call(lambda c: c.post("/chat/completions", body={**body, "model": self.model},
+                                                     cast_to=object))
         return data  # type: ignore[no-any-return]
 
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streamed form of `passthrough`: each server-sent chunk as a dict. Fail-over happens
-        until the stream opens; a stream cut halfway is an error."""
+        until the stream opens; a stream cut halfway is an error. When the server streamed fewer
+        choices than `n`, the missing ones follow as separate streams, their choices renumbered;
+        usage chunks are summed into one, sent last."""
+        n = _requested_n(body)
+        usages: list[dict[str, Any]] = []
+        last: dict[str, Any] = {}
         try:
-            stream, _ = await self._call(lambda c: c.post(
-                "/chat/completions", body={**body, "model": self.model, "stream": True}, cast_to=object,
-                stream=True, stream_cls=openai.AsyncStream[object]))
-            async with self._limit:
-                async for chunk in stream:
-                    yield chunk  # type: ignore[misc]
+            seen: set[int] = set()
+            async for chunk in self._stream_chat(body, None, usages):
+                seen.update(c.get("index", 0) for c in chunk.get("choices") or ())
+                last = chunk
+                yield chunk
+            if len(seen) < n:
+                self._native_n = False
+            for i in range(len(seen), n):
+                async for chunk in self._stream_chat(_one_sample(body, i), i, usages):
+                    yield chunk
         except openai.APIError as e:
             raise self._error(e) from None
+        if usages:
+            yield {**{k: last.get(k) for k in ("id", "object", "created", "model")}, "choices": [],
+                   "usage": _sum_usage(usages)}
+
+    async def _stream_chat(self, body: dict[str, Any], index: int | None,
+                           usages: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """One stream's chunks; choices renumbered to `index` when given; usage goes to `usages`."""
+        stream, _ = await self._call(lambda c: c.post(
+            "/chat/completions", body={**body, "model": self.model, "stream": True}, cast_to=object,
+            stream=True, stream_cls=openai.AsyncStream[object]))
+        async with self._limit:
+            async for chunk in stream:
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("usage"):
+                    usages.append(chunk["usage"])
+                    chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    if not chunk.get("choices"):
+                        continue
+                if index is not None:
+                    chunk = {**chunk, "choices": [{**c, "index": index} for c in chunk.get("choices") or ()]}
+                yield chunk
 
     async def aclose(self) -> None:
         await self.endpoints.aclose(lambda client: client.close())
+
+
+def _requested_n(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def _one_sample(body: dict[str, Any], i: int) -> dict[str, Any]:
+    """Sample `i` of an n-sample body as its own call: n=1, and seed + i so samples differ yet repeat."""
+    seed = body.get("seed")
+    return {**body, "n": 1, **({"seed": seed + i} if isinstance(seed, int) else {})}
+
+
+def _sum_usage(usages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several calls' usage as one: token counts and cached prompt tokens added up."""
+    total: dict[str, Any] = {k: sum(int(u.get(k) or 0) for u in usages)
+                             for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    cached = [(u.get("prompt_tokens_details") or {}).get("cached_tokens") for u in usages]
+    if any(c is not None for c in cached):
+        total["prompt_tokens_details"] = {"cached_tokens": sum(int(c or 0) for c in cached)}
+    return total
+
+
+def _merge_replies(first: dict[str, Any], extra: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One chat-completions reply from the first call's and the extra samples' replies."""
+    choices = list(first.get("choices") or ())
+    for reply in extra:
+        choices += [{**c, "index": len(choices)} for c in (reply.get("choices") or ())[:1]]
+    usages = [r["usage"] for r in (first, *extra) if r.get("usage")]
+    return {**first, "choices": choices, **({"usage": _sum_usage(usages)} if usages else {})}
 
 
 def _chat_logprobs(lp: Any) -> tuple[TokenLogprob, ...] | None:
