@@ -166,22 +166,26 @@ def test_the_step_tag_is_one_vocabulary_token():
         step_tag(tiny_tokenizer(words=no_ki))  # ки would be read as the unknown token: not held
 
 
-async def test_candidates_scored_together_share_one_forward_pass(math_shepherd_dir):
+@pytest.mark.parametrize("candidates, passes", [
+    ([STEPS, STEPS[:1], STEPS[::-1]], [(3, None)]),  # only the short question in common: one padded pass
+    ([STEPS, STEPS[:2] + ["the answer is 6 ."], STEPS[:1]], [(1, 14), (3, None)]),  # question + step 1 once
+], ids=["one-pass", "shared-prefix"])
+async def test_candidates_scored_together_share_one_forward_pass(math_shepherd_dir, candidates, passes):
     import asyncio
 
     verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{math_shepherd_dir},dtype=float32")
     calls = []
     hook = verifier.loaded.model.base_model.register_forward_hook(lambda m, args, kwargs, out: calls.append(
-        kwargs["input_ids"].shape), with_kwargs=True)
+        tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     try:
-        alone = [await verifier.score(QUESTION, s) for s in (STEPS, STEPS[:1], STEPS[::-1])]
+        alone = [await verifier.score(QUESTION, s) for s in candidates]
         calls.clear()
-        together = await asyncio.gather(*(verifier.score(QUESTION, s) for s in (STEPS, STEPS[:1], STEPS[::-1])))
+        together = await asyncio.gather(*(verifier.score(QUESTION, s) for s in candidates))
     finally:
         hook.remove()
-    assert len(calls) == 1 and calls[0][0] == 3  # one padded batch of three solutions
+    assert [(b, n if want is not None else None) for (b, n), (_, want) in zip(calls, passes)] == passes
     for a, t in zip(alone, together):
-        assert t == pytest.approx(a, abs=1e-5)  # padding changes nothing
+        assert t == pytest.approx(a, abs=1e-5)  # padding and the shared prefix change nothing
 
 
 async def test_auto_dtype_is_bf16_where_the_cpu_has_it_and_stays_close(math_shepherd_dir):

@@ -282,6 +282,18 @@ def encode_input(fmt: str, tokenizer: Any, question: str, steps: Sequence[str], 
     return list(enc["input_ids"]), token_positions(enc["offset_mapping"], chars)
 
 
+MIN_SHARED = 8  # tokens: a shorter common prefix is not worth a second pass
+
+
+def shared_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every sequence has in common, leaving each at least one of its own."""
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
 class HfPrmVerifier:
     name = "hf-prm"
 
@@ -294,17 +306,30 @@ class HfPrmVerifier:
         self.batcher: MicroBatcher[tuple[str, list[str]], list[float]] = MicroBatcher(
             lambda items: run_async(self.score_batch_sync, items), params.batch_size)
 
-    def _pair_logits(self, ids: Any, mask: Any, rows: list[int], cols: list[int]) -> Any:
-        """[right, wrong] logits at the read positions: for a causal LM only the '+' and '-' rows of
-        the output head (the whole vocabulary would cost more than the rest of a small model)."""
+    def _hidden(self, ids: Any, mask: Any, shared: int) -> Any:
+        """Last hidden states of the padded batch; the first `shared` tokens, the same in every row
+        (the question, or steps candidates share), are computed once and their keys and values
+        reused by every row."""
+        import torch
+
+        base = self.loaded.model.base_model
+        if shared == 0:
+            return base(input_ids=ids, attention_mask=mask).last_hidden_state
+        prefix = base(input_ids=ids[:1, :shared], use_cache=True)
+        prefix.cache.batch_repeat_interleave(ids.shape[0])
+        rest = base(input_ids=ids[:, shared:], attention_mask=mask, cache=prefix.cache).last_hidden_state
+        return torch.cat([prefix.last_hidden_state.expand(ids.shape[0], -1, -1), rest], dim=1)
+
+    def _pair_logits(self, hidden: Any) -> Any:
+        """[right, wrong] logits from hidden states at the read positions: for a causal LM only the
+        '+' and '-' rows of the output head (the whole vocabulary would cost more than the rest of
+        a small model), else the model's two-class head."""
         lm = self.loaded
-        if lm.format == "math-shepherd":
-            hidden = lm.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[rows, cols]
-            head = lm.model.get_output_embeddings()
-            pair = hidden @ head.weight[[self.good_id, self.bad_id]].T
-            return pair + head.bias[[self.good_id, self.bad_id]] if getattr(head, "bias", None) is not None else pair
-        out = lm.model(input_ids=ids, attention_mask=mask)
-        return (out.logits if hasattr(out, "logits") else out[0])[rows, cols][:, [1, 0]]
+        if lm.format != "math-shepherd":
+            return lm.model.score(hidden)[:, [1, 0]]
+        head = lm.model.get_output_embeddings()
+        pair = hidden @ head.weight[[self.good_id, self.bad_id]].T
+        return pair + head.bias[[self.good_id, self.bad_id]] if getattr(head, "bias", None) is not None else pair
 
     def score_batch_sync(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """Scores of several solutions in one right-padded forward pass (on the compute thread)."""
@@ -325,9 +350,10 @@ class HfPrmVerifier:
             kept = [p for p in positions if p is not None]
             rows += [b] * len(kept)
             cols += kept
+        shared = shared_prefix([tokens for tokens, _ in encoded]) if len(encoded) > 1 else 0
         with torch.inference_mode():
-            pair = self._pair_logits(ids.to(lm.device), mask.to(lm.device), rows, cols)
-            probs = iter(torch.softmax(pair.float(), dim=-1)[:, 0].cpu().tolist())
+            hidden = self._hidden(ids.to(lm.device), mask.to(lm.device), shared if shared >= MIN_SHARED else 0)
+            probs = iter(torch.softmax(self._pair_logits(hidden[rows, cols]).float(), dim=-1)[:, 0].cpu().tolist())
         if any(p is None for _, positions in encoded for p in positions):
             warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
                           "steps past the cut get the neutral score", stacklevel=2)
