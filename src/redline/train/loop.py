@@ -11,6 +11,7 @@ Why not TRL's Trainer: see bench/train_speed.py, which measures both on the same
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import time
@@ -112,10 +113,12 @@ def hidden_states(model: Any, rows: Sequence[Sequence[int]], pad_id: int, device
     shared = shared_prefix(rows) if len(rows) > 1 else 0
     if shared < 16:  # too short to pay for a second call
         return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    # transformers 5.24 renamed `past_key_values` (argument and output) to `cache`
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
     head = decoder(input_ids=ids[:1, :shared], use_cache=True)
-    cache = head.past_key_values
+    cache = getattr(head, name)
     cache.batch_repeat_interleave(len(rows))
-    tail = decoder(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=cache, use_cache=True)
+    tail = decoder(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, **{name: cache})
     return torch.cat([head.last_hidden_state.expand(len(rows), -1, -1), tail.last_hidden_state], dim=1)
 
 
