@@ -1,7 +1,7 @@
 """The `verifier eval` tables: planted errors (a), Monte-Carlo labels (b), and the judge before/after calibration.
 
     .venv/bin/python bench/verifier_eval.py [--data ../shared/data/gsm8k/train.jsonl] [--n 600]
-        [--prm adapters/prm] [--mc dev_mc.jsonl] [--judge-n 20] [--out runs/verifier-bench]
+        [--prm adapters/prm] [--mc dev_mc.jsonl] [--judge-n 20] [--concurrency 8] [--out runs/verifier-bench]
 
 (a) `n` planted-error solutions from the first GSM8K lines. The learned verifier is trained on
 600 planted solutions from line 4000 on (disjoint problems; train a PRM from there too:
@@ -10,7 +10,9 @@
 own solutions to the first dev problems); step AUROC against labels >= 0.5, and steps/s.
 Verifiers: arith, learned, and with --prm the trained PRM and ensemble:arith+PRM.
 The judge (embedded SmolLM2-135M) scores the first `judge-n` planted solutions raw and with
-`calibrate=reference`: the step AUROC before and after calibration.
+`calibrate=reference`: the step AUROC before and after calibration (--judge-n 0 skips it).
+`concurrency` solutions are scored at once, so a PRM scores them in one batch, as a strategy's
+candidates; the steps/s figures include that.
 Writes report.md and one JSON report per verifier and set under --out.
 """
 
@@ -57,12 +59,12 @@ def planted(data: Path, n: int, start: int, path: Path) -> list[LabeledSolution]
 
 
 async def table(verifiers: dict[str, Any], records: list[LabeledSolution], label: str,
-                out: Path) -> list[EvalReport]:
+                out: Path, concurrency: int = 1) -> list[EvalReport]:
     """One report per verifier (name -> verifier) on `records`, each also written as JSON. An ensemble
     over a memoised PRM reports the PRM's time: its own pass only reads the PRM's remembered scores."""
     reports: list[EvalReport] = []
     for name, verifier in verifiers.items():
-        report = await evaluate(verifier, records, concurrency=1, name=f"{name} [{label}]")
+        report = await evaluate(verifier, records, concurrency=concurrency, name=f"{name} [{label}]")
         if name.startswith("ensemble") and reports:
             report.seconds += reports[-1].seconds
         (out / f"{label.replace(' ', '-')}_{name.replace(':', '_').replace('+', '_')}.json").write_text(
@@ -94,12 +96,13 @@ async def run(args: argparse.Namespace) -> None:
             found |= {"prm": prm, "ensemble:arith+prm": EnsembleVerifier([found["arith"], prm])}
         return found
 
-    reports = await table(verifiers(), eval_set, "planted", out)
+    reports = await table(verifiers(), eval_set, "planted", out, args.concurrency)
     if args.mc:
-        reports += await table(verifiers(), read_labeled(args.mc).records, "mc", out)
-    judged = eval_set[: args.judge_n]
-    judges = {spec: runtime.verifier(spec) for spec in ("judge", "judge:calibrate=reference")}
-    reports += await table(judges, judged, f"planted first {len(judged)}", out)
+        reports += await table(verifiers(), read_labeled(args.mc).records, "mc", out, args.concurrency)
+    if args.judge_n > 0:
+        judged = eval_set[: args.judge_n]
+        judges = {spec: runtime.verifier(spec) for spec in ("judge", "judge:calibrate=reference")}
+        reports += await table(judges, judged, f"planted first {len(judged)}", out)
     text = f"{markdown_table(reports)}\n\n{speed(reports)}\n"
     (out / "report.md").write_text(text)
     print(text)
@@ -112,6 +115,7 @@ def main() -> None:
     parser.add_argument("--prm", type=Path, default=None, help="a PRM folder from `redline train prm`")
     parser.add_argument("--mc", type=Path, default=None, help="step-labelled JSONL from `redline verifier label`")
     parser.add_argument("--judge-n", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=8, help="solutions scored at once (a PRM batches them)")
     parser.add_argument("--out", type=Path, default=Path("runs/verifier-bench"))
     started = time.perf_counter()
     asyncio.run(run(parser.parse_args()))
