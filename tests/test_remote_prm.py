@@ -150,3 +150,12 @@ def test_server_clients_use_the_prm_by_its_declared_name_only(url, control):
     assert ok.status_code == 200 and ok.json()["redline"]["choices"][0]["answer"] == "7", ok.text
     assert [len(batch) for batch in control.inputs] == [2]  # both candidates in one /pooling request
     assert refused.status_code == 400 and "remote-prm" in refused.json()["error"]["message"]
+
+
+async def test_token_classify_against_a_server_without_tokenize_is_one_clear_error(url, control):
+    control.reset()
+    verifier = RemotePrmVerifier(RemotePrmParams(model=MODEL, base_url=url, format="token-classify", max_retries=0))
+    with pytest.raises(BackendError, match=r"remote-prm: the server at http://127.0.0.1:\d+/tokenize answered HTTP 404"):
+        await verifier.score(QUESTION, GOOD)
+    assert control.inputs == []  # nothing was sent to /pooling
+    await verifier.aclose()
