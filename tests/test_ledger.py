@@ -11,7 +11,7 @@ from redline.backends.base import (Completion, GenerationRequest, LedgeredBacken
                                    estimate_prompt_tokens)
 from redline.backends.openai_compat import OpenAIBackend
 from redline.backends.scripted import ScriptedBackend
-from redline.errors import BudgetExceeded
+from redline.errors import BudgetExceeded, SpecError
 from redline.ledger import PROCESS_LEDGER, Budget, Hold, Ledger, current_ledger, phase, use_ledger
 from redline.loop import Solver, build_solver
 from redline.strategies.base import SolveContext
@@ -151,6 +151,9 @@ async def test_budget_keys_on_a_spec():
     assert built.budget == Budget(max_tokens_total=500, max_calls=1)
     result = await built.solve(Problem("What is 2 + 2?"))
     assert result.answer == "4" and result.stopped is None and result.total.calls == 1
+    assert build_solver("cot:budget=billed,max_tokens_total=50", runtime).budget == Budget(50, count="billed")
+    with pytest.raises(SpecError, match="budget"):
+        build_solver("cot:budget=cheap", runtime)
 
 
 async def test_concurrent_solves_keep_their_own_ledgers():
