@@ -77,7 +77,7 @@ def strategies() -> None:
     for registry in (STRATEGIES, VERIFIERS, PROVIDERS):
         out.print(_registry_table(registry))
     out.print("Compose as 'strategy:key=value,...+provider'. Budgets on any strategy: "
-              "max_tokens_total, max_calls, timeout_s.")
+              "max_tokens_total, max_calls, timeout_s, budget=computed|billed (which tokens max_tokens_total counts).")
 
 
 def register(app: typer.Typer) -> None:
