@@ -1,10 +1,12 @@
 """A small OpenAI-compatible app serving the embedded model, for tests of the `openai` backend.
 
-Switches on `AppControl` make it misbehave like real servers do: fail the first K requests
-with a status code (500, 429), or ignore `n` (as llama.cpp and Ollama do); or report prompt
-tokens served from a prefix cache (`usage.prompt_tokens_details.cached_tokens`, as vLLM with
---enable-prompt-tokens-details does). Any backend serves: the embedded model, or the scripted
-one for routing tests.
+It answers as vLLM does (checked against vLLM's CPU build by bench/real_engines.py): `n` choices
+with the prompt billed once, and a stream's usage chunk only when the request sets
+`stream_options.include_usage`. Switches on `AppControl` make it answer like other real servers:
+fail the first K requests with a status code (500, 429); ignore `n` (`ignore_n`) and send no usage
+chunk in a stream even when asked (`stream_usage=False`), as llama.cpp's server does; or report prompt tokens served from a prefix
+cache (`usage.prompt_tokens_details.cached_tokens`, as vLLM with --enable-prompt-tokens-details
+does). Any backend serves: the embedded model, or the scripted one for routing tests.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ class AppControl:
     fail_first: int = 0
     fail_status: int = 500
     ignore_n: bool = False
+    stream_usage: bool = True  # False: no usage chunk even when asked (llama.cpp's server)
     cached_tokens: int = 0  # reported per call, at most the prompt's tokens
     seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def reset(self, **values: Any) -> None:
-        self.fail_first, self.fail_status, self.ignore_n, self.cached_tokens = 0, 500, False, 0
+        self.fail_first, self.fail_status, self.ignore_n, self.stream_usage, self.cached_tokens = 0, 500, False, True, 0
         self.seen.clear()
         for k, v in values.items():
             setattr(self, k, v)
@@ -103,7 +106,8 @@ def create_app(backend: Backend, control: AppControl) -> FastAPI:
         completions = await backend.generate(_request_from(body, control.ignore_n))
         head = {"id": "chatcmpl-test", "created": int(time.time()), "model": backend.model}
         if body.get("stream"):
-            return StreamingResponse(_chat_stream(head, completions, control.cached_tokens),
+            usage = control.stream_usage and bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(_chat_stream(head, completions, control.cached_tokens if usage else None),
                                      media_type="text/event-stream")
         return {**head, "object": "chat.completion", "usage": _usage(completions, control.cached_tokens),
                 "choices": [_chat_choice(i, c) for i, c in enumerate(completions)]}
@@ -120,14 +124,16 @@ def create_app(backend: Backend, control: AppControl) -> FastAPI:
     return app
 
 
-def _chat_stream(head: dict[str, Any], completions: list[Completion], cached: int) -> Iterator[str]:
-    """One content chunk per choice, a finish chunk, a usage chunk, then [DONE]."""
+def _chat_stream(head: dict[str, Any], completions: list[Completion], cached: int | None) -> Iterator[str]:
+    """One content chunk per choice, a finish chunk, a usage chunk (`cached` None: none), then [DONE]."""
     for i, c in enumerate(completions):
         for delta, finish in (({"role": "assistant", "content": c.text}, None), ({}, c.finish_reason)):
             chunk = {**head, "object": "chat.completion.chunk",
                      "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(chunk)}\n\n"
-    yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': [], 'usage': _usage(completions, cached)})}\n\n"
+    if cached is not None:
+        usage = {**head, "object": "chat.completion.chunk", "choices": [], "usage": _usage(completions, cached)}
+        yield f"data: {json.dumps(usage)}\n\n"
     yield "data: [DONE]\n\n"
 
 

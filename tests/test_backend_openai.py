@@ -197,3 +197,37 @@ async def test_passthrough_makes_the_samples_a_server_ignoring_n_drops(backend, 
     usage = [c["usage"] for c in chunks if c.get("usage")]
     assert len(usage) == 1 and chunks[-1].get("usage") == usage[0]  # one usage chunk, summed, sent last
     assert usage[0]["prompt_tokens"] == data["usage"]["prompt_tokens"]
+
+
+def test_served_pass_through_stream_records_usage_and_sends_it_only_when_asked(app_url, control):
+    """vLLM sends a stream's usage only when asked: the backend always asks (the ledger needs it), the
+    server relays it only to a client that asked; a server that never sends it (llama.cpp) costs 0."""
+    import openai
+
+    from redline.runtime import Runtime
+    from redline.server.background import running_server
+
+    control.reset()
+    runtime = Runtime(backend=LedgeredBackend(OpenAIBackend(base_url=app_url)))
+    with running_server(runtime) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        model = f"none/{runtime.backend.model}"
+
+        def stream(**extra) -> list:
+            return list(client.chat.completions.create(model=model, messages=QUESTION, max_tokens=6, stream=True,
+                                                       **extra))
+
+        quiet, asked = stream(), stream(stream_options={"include_usage": True})
+        assert all(c.choices for c in quiet) and not any(c.usage for c in quiet)
+        assert asked[-1].usage is not None and asked[-1].usage.completion_tokens > 0 and not asked[-1].choices
+        assert all(b.get("stream_options") == {"include_usage": True} for _, b in control.seen)
+
+
+async def test_pass_through_stream_usage_reaches_the_ledger_unasked(backend, control):
+    ledgered, ledger = LedgeredBackend(backend), Ledger(strategy="passthrough")
+    with use_ledger(ledger):
+        chunks = [c async for c in ledgered.passthrough_stream({"messages": QUESTION, "max_tokens": 6})]
+        control.reset(stream_usage=False)  # llama.cpp's server: no usage in streams, so nothing to record
+        [c async for c in ledgered.passthrough_stream({"messages": QUESTION, "max_tokens": 6})]
+    assert chunks[-1]["usage"]["completion_tokens"] == ledger.records[0].completion_tokens > 0
+    assert ledger.records[1].completion_tokens == 0

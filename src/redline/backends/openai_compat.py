@@ -255,9 +255,12 @@ class OpenAIBackend:
     async def passthrough_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The streamed form of `passthrough`: each server-sent chunk as a dict. Fail-over happens
         until the stream opens; a stream cut halfway is an error. When the server streamed fewer
-        choices than `n`, the missing ones follow as separate streams, their choices renumbered;
-        usage chunks are summed into one, sent last."""
+        choices than `n`, the missing ones follow as separate streams, their choices renumbered.
+        The server is always asked for usage (vLLM sends it only when asked), so the ledger can
+        record the call; usage chunks are summed into one, sent last. Whoever relays the stream to
+        a client drops that chunk unless the client asked for it (`server.passthrough.pump_native`)."""
         n = _requested_n(body)
+        body = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         usages: list[dict[str, Any]] = []
         last: dict[str, Any] = {}
         try:

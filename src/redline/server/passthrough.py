@@ -34,10 +34,13 @@ async def call_native(backend: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def pump_native(backend: Any, body: dict[str, Any], emit: Callable[[Any], None]) -> None:
-    """Emit each chunk of the backend's stream."""
+    """Emit each chunk of the backend's stream; its usage-only chunk (the backend asks for usage, to
+    record it) only when the client set stream_options.include_usage."""
+    wanted = bool((body.get("stream_options") or {}).get("include_usage"))
     with use_ledger(Ledger(strategy="none")):
         async for chunk in backend.passthrough_stream({**body, "stream": True}):
-            emit(chunk)
+            if wanted or not (isinstance(chunk, dict) and chunk.get("usage") and not chunk.get("choices")):
+                emit(chunk)
 
 
 def generation_request(request: CompletionBase, default_max_tokens: int) -> GenerationRequest:
