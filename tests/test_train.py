@@ -155,7 +155,7 @@ def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return int(exit_info.value.code), capsys.readouterr().err.strip()
 
 
-@pytest.mark.parametrize("case", ["missing base", "empty data", "overlap with dev", "bad lines"])
+@pytest.mark.parametrize("case", ["missing base", "empty data", "overlap with dev", "bad lines", "bad precision"])
 def test_bad_input_is_one_line_and_exit_2(case, tiny_base, files, tmp_path, monkeypatch, capsys):
     data, extra, expect = files["train"], [], ""
     if case == "missing base":
@@ -165,6 +165,8 @@ def test_bad_input_is_one_line_and_exit_2(case, tiny_base, files, tmp_path, monk
     elif case == "overlap with dev":
         dev = _write_jsonl(tmp_path / "dev.jsonl", [TRAIN[1]])
         extra, expect = ["--dev", str(dev)], "in the dev set"
+    elif case == "bad precision":
+        extra, expect = ["--precision", "fp8"], "--precision: unknown 'fp8'; use one of auto, bf16, float32"
     else:
         data = _write_jsonl(tmp_path / "bad.jsonl", [TRAIN[0], "{not json", TRAIN[1], {"question": "no answer"}])
         expect = "bad.jsonl: 2 bad data line(s): line 2: invalid JSON"
