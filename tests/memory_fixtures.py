@@ -21,14 +21,15 @@ TRAIN = [
             "That means he writes 12*52=624 pages a year."),
 ]
 
-PRINCIPLE = "Always compute every intermediate quantity before combining them."
+PRINCIPLE = "When a problem has several parts, compute each part before combining them."
+PRINCIPLE_REPLY = PRINCIPLE.removeprefix("When")  # the model continues after the 'Principle: When' lead
 
 
 def learning_script(request: GenerationRequest, index: int) -> str:
     """A deterministic 'model': right on Natalia, wrong elsewhere; writes principles when asked."""
     text = " ".join(str(m["content"]) for m in request.messages or [] if m["role"] == "user")
     if "avoided this mistake" in text:
-        return f" {PRINCIPLE}"
+        return PRINCIPLE_REPLY
     if "Condense" in text:
         return "Compute intermediate quantities first.\n- Check the units of the answer."
     steps = RIGHT if "Natalia" in text else WRONG

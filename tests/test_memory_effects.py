@@ -15,12 +15,13 @@ from redline.loop import build_solver
 from redline.memory import effects
 from redline.memory.export import export
 from redline.memory.learning import Learner, LearnSettings
+from redline.memory.principles import check_principle
 from redline.memory.providers import memory_notes
 from redline.memory.store import RUNTIME_KEY, MemoryStore, ProviderEffect
 from redline.types import Problem
 from redline.verifiers.scripted import ScriptedVerifier
 from tests.conftest import scripted_runtime
-from tests.memory_fixtures import LEARN_ONLY, PRINCIPLE, TRAIN, learning_script
+from tests.memory_fixtures import LEARN_ONLY, PRINCIPLE, PRINCIPLE_REPLY, TRAIN, learning_script
 
 runner = CliRunner()
 ZORBLAX = Problem("Zorblax the baker sold 36 muffins in June and half as many in July. "
@@ -45,7 +46,7 @@ def store(tmp_path):
 async def test_a_principle_that_restates_the_questions_numbers_is_rejected(store):
     def script(request, index):
         if "avoided this mistake" in _user_text(request):
-            return " The mistake is that the number of pages in the book is 120 - 12 = 118."
+            return " the book has pages, the number of pages in the book is 120 - 12 = 118."
         return "Step 1: 120 - 12 = 118. The answer is 118."
 
     runtime = scripted_runtime(script, memory_path=store.path)
@@ -56,6 +57,22 @@ async def test_a_principle_that_restates_the_questions_numbers_is_rejected(store
     prompt = next(_user_text(r) for r in runtime.backend.inner.requests if "avoided this mistake" in _user_text(r))
     assert "[A]" in prompt and "120" not in prompt and "118" not in prompt and "108" not in prompt
     assert prompt.index("wrong solution") < prompt.index("Correct solution")
+
+
+@pytest.mark.parametrize("draft, reason", [
+    ("When pages are torn out, take 12 from 120.", "restates the problem's numbers (12, 120)"),
+    ("When the answer is left over, it is what remains.", "states an answer"),
+    ("When [A] pages are torn out, subtract [B].", "uses the hidden numbers"),
+    ("When Tom tears pages out, subtract them.", "names the problem's Tom"),
+    ("When the correct solution subtracts, do the same.", "describes this solution, not a rule"),
+    ("When tom tore out pages, how many pages are left over.", "copies the question"),
+    ("When writing a rule for any similar problem, be general.", "echoes the prompt"),
+    ("When the solution is:", "unfinished"),
+    ("When part of a total is removed, subtract the part from the total.", None),
+])
+def test_check_principle_names_why_a_draft_restates_its_problem(draft, reason):
+    prompt = "Compare the wrong and the correct solution, write a rule for any similar problem."
+    assert check_principle(draft, BOOK.question, [BOOK.solution, "118"], prompt) == reason
 
 
 async def test_a_lesson_without_the_problems_details_is_kept(store):
@@ -203,7 +220,7 @@ async def test_effect_bookkeeping_matches_hand_computed_numbers(store):
 async def test_learning_with_stepco_stores_the_flagged_step_its_revision_and_whether_it_fixed_the_answer(store):
     def script(request, index):
         if "avoided this mistake" in _user_text(request):
-            return f" {PRINCIPLE}"
+            return PRINCIPLE_REPLY
         if request.prefix:  # the revision continues after the kept step 1
             return "Step 2: 48+24 = 72. The answer is 72."
         return "Step 1: 48/2 = 24 clips in May.\nStep 2: 48+24 = 20. The answer is 20."

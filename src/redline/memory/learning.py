@@ -54,7 +54,7 @@ class LearnSettings:
     high_level_keep: int = 5  # active high-level principles kept (the newest)
     merge_threshold: float = 0.9
     retire: leap.RetirePolicy = field(default_factory=leap.RetirePolicy)
-    principle_max_tokens: int = 96
+    principle_max_tokens: int = 48
     mistakes_per_problem: int = 2
     holdout: float = 0.2  # share of gradable problems held back to measure the providers
     providers: Sequence[str] = ("principles", "mistakes", "boost")  # measured on the held-back slice
@@ -127,13 +127,11 @@ class Learner:
     async def measure(self, held: Sequence[Problem],
                       on_outcome: Callable[[Outcome, LearnReport], None] | None = None) -> None:
         """Solve each held-back problem bare and with each provider (firing at any similarity, even if
-        measured harmful before), then update the measured effects and retire the items that hurt."""
+        measured harmful before), then update the measured effects and retire the items that hurt.
+        Solves already made against the memory as it is are kept: a rerun (or the next chunk) resumes."""
         name = effects.strategy_name(self.base)
-        learned = sum(self.report.counts[k] for k in ("correct", "wrong", "ungradable"))
         with self.store.transaction():
             ids = [self.store.add_holdout(problem_key(p), p.question, p.answer or "", self.settings.task) for p in held]
-            if learned:  # the memory changed: earlier with-provider solves measured another memory
-                self.store.forget_provider_solves(name)
         solvers = {"": build_solver(self.base, self.runtime)} | {
             p: build_solver(f"{self.base}+{p}:floor=-1,force=true", self.runtime) for p in self.settings.providers}
         for problem, holdout_id in zip(held, ids):

@@ -32,8 +32,17 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations repeat the arithmetic
 _PLACEHOLDER = re.compile(r"\[[A-Z]{1,2}\]")
 _WORD = re.compile(r"[A-Za-z']+")
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+\b")
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
+# words that open a sentence of a word problem without naming anything in it
+_COMMON = frozenset("""a an the how what which who whom whose why when where if then there this that these those
+    he she it they we you his her its their our your each every all some any no one two three four five six seven
+    eight nine ten half after before during at in on of for from to by with without as and but or so since while
+    until unless find calculate compute suppose assume given let she's he's there's it's""".split())
 _ANSWER = re.compile(r"\banswer is\b", re.IGNORECASE)
+_SOLUTION = re.compile(r"\b(?:correct|wrong|right|incorrect|student'?s?|this|the first)\s+(?:solution|answer|step)\b",
+                       re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[a-z)])[.!]\s")
+PRINCIPLE_LEAD = "When"  # the principle starts as a rule: "When <situation>, <what to do>"
 COPIED_WORDS = 5  # this many consecutive words of the question make a draft a restatement
 MIN_CHARS = 12
 MAX_CHARS = 300
@@ -70,13 +79,25 @@ def numbers_in(texts: Sequence[str]) -> set[str]:
 
 
 def _names(question: str) -> set[str]:
-    """Capitalised words inside sentences of the question: names of people, places, months."""
-    return {m.group() for m in _NAME.finditer(question)}
+    """Capitalised words of the question that are not common sentence openers: names of people,
+    places, months."""
+    return {m.group() for m in _CAPITALISED.finditer(question) if m.group().lower() not in _COMMON}
 
 
-def check_principle(text: str, question: str, sources: Sequence[str]) -> str | None:
+def _copies(text: str, source: str) -> bool:
+    """Whether `text` holds a run of COPIED_WORDS consecutive words of `source`."""
+    words = [w.lower() for w in _WORD.findall(source)]
+    runs = {tuple(words[i:i + COPIED_WORDS]) for i in range(len(words) - COPIED_WORDS + 1)}
+    drafted = [w.lower() for w in _WORD.findall(text)]
+    return any(tuple(drafted[i:i + COPIED_WORDS]) in runs for i in range(len(drafted) - COPIED_WORDS + 1))
+
+
+def check_principle(text: str, question: str, sources: Sequence[str], prompt: str = "") -> str | None:
     """Why `text` restates its problem instead of teaching a lesson, or None when it is a lesson.
-    `sources` are the texts it was written from (solutions, answers): their numbers are the problem's."""
+    `sources` are the texts it was written from (solutions, answers): their numbers are the problem's;
+    `prompt` is what the model was shown: a draft that echoes it is no lesson either."""
+    if text.rstrip().endswith(":"):
+        return "unfinished"
     if _PLACEHOLDER.search(text):
         return "uses the hidden numbers"
     restated = sorted(numbers_in([text]) & numbers_in([question, *sources]))
@@ -84,14 +105,15 @@ def check_principle(text: str, question: str, sources: Sequence[str]) -> str | N
         return f"restates the problem's numbers ({', '.join(restated[:3])})"
     if _ANSWER.search(text):
         return "states an answer"
+    if _SOLUTION.search(text):
+        return "describes this solution, not a rule"
     names = sorted(n for n in _names(question) if re.search(rf"\b{re.escape(n)}\b", text))
     if names:
         return f"names the problem's {', '.join(names[:3])}"
-    words = [w.lower() for w in _WORD.findall(question)]
-    runs = {tuple(words[i:i + COPIED_WORDS]) for i in range(len(words) - COPIED_WORDS + 1)}
-    drafted = [w.lower() for w in _WORD.findall(text)]
-    if any(tuple(drafted[i:i + COPIED_WORDS]) in runs for i in range(len(drafted) - COPIED_WORDS + 1)):
+    if _copies(text, question):
         return "copies the question"
+    if _copies(text, prompt):
+        return "echoes the prompt"
     return None
 
 
@@ -103,16 +125,18 @@ class PrincipleDraft:
 
 
 def clean_principle(text: str) -> str | None:
-    """First meaningful line, without bullets or a 'Principle:' lead; None if too short to be one."""
+    """First sentence of the first meaningful line, without bullets or a 'Principle:' lead; None if
+    too short to be one."""
     for line in text.strip().splitlines():
         line = _LEAD.sub("", _BULLET.sub("", line)).strip().strip('"').strip()
+        line = _SENTENCE_END.split(line, maxsplit=1)[0]
         if len(line) >= MIN_CHARS:
             return line[:MAX_CHARS]
     return None
 
 
 async def write_low_level(backend: Backend, question: str, wrong_steps: Sequence[str], first_error: int | None,
-                          correct_answer: str, correct_steps: Sequence[str] | None, max_tokens: int = 96,
+                          correct_answer: str, correct_steps: Sequence[str] | None, max_tokens: int = 48,
                           seed: int = 0) -> PrincipleDraft:
     """One model call: the principle behind one mistake, shown with its numbers hidden; a draft
     that restates the problem is rejected."""
@@ -121,13 +145,13 @@ async def write_low_level(backend: Backend, question: str, wrong_steps: Sequence
     prompt = render("principle_low", question=mask(question), wrong_solution=mask.steps(wrong_steps),
                     wrong_step=mask(step_body(wrong_step)) if wrong_step else None,
                     correct_solution=mask.steps(correct_steps) if correct_steps else None)
-    request = GenerationRequest(messages=[{"role": "user", "content": prompt}], prefix="Principle:",
-                                max_tokens=max_tokens, temperature=0.0, seed=seed, stop=("\n\n",))
+    request = GenerationRequest(messages=[{"role": "user", "content": prompt}], prefix=f"Principle: {PRINCIPLE_LEAD}",
+                                max_tokens=max_tokens, temperature=0.0, seed=seed, stop=("\n",))
     raw = (await backend.generate(request))[0].text
-    text = clean_principle(raw)
+    text = clean_principle(PRINCIPLE_LEAD + raw)
     if text is None:
         return PrincipleDraft(None, "no principle written", raw)
-    reason = check_principle(text, question, [*wrong_steps, *(correct_steps or []), correct_answer])
+    reason = check_principle(text, question, [*wrong_steps, *(correct_steps or []), correct_answer], prompt)
     return PrincipleDraft(None if reason else text, reason, text)
 
 

@@ -144,6 +144,7 @@ def m002_measured_effects(db: sqlite3.Connection) -> None:
         tokens INTEGER NOT NULL,
         similarity REAL,
         items TEXT NOT NULL,
+        memory_size INTEGER NOT NULL,
         created_at REAL NOT NULL,
         PRIMARY KEY (holdout_id, strategy, provider)
     );
@@ -437,14 +438,10 @@ class MemoryStore:
 
     def add_holdout_solve(self, holdout_id: int, strategy: str, provider: str, correct: bool, tokens: int,
                           similarity: float | None, items: Sequence[int]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO holdout_solves VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        """Record a held-out solve, stamped with the memory's size (a later, larger memory makes it stale)."""
+        self.db.execute("INSERT OR REPLACE INTO holdout_solves VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (holdout_id, strategy, provider, int(correct), tokens, similarity,
-                         json.dumps(sorted(set(items))), time.time()))
-
-    def forget_provider_solves(self, strategy: str) -> int:
-        """Drop the with-provider held-out solves of `strategy` (the memory changed since); bare ones stay."""
-        return self.db.execute("DELETE FROM holdout_solves WHERE strategy = ? AND provider != ''",
-                               (strategy,)).rowcount
+                         json.dumps(sorted(set(items))), self.memory_size(), time.time()))
 
     def set_provider_effect(self, e: ProviderEffect) -> None:
         self.db.execute("INSERT OR REPLACE INTO provider_effects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -479,16 +476,23 @@ class MemoryStore:
         with self.lock:
             return self.db.execute("SELECT 1 FROM holdout WHERE key = ?", (key,)).fetchone() is not None
 
-    def holdout_done(self, holdout_id: int, strategy: str) -> set[str]:
-        """Providers ('' = bare) already measured on this held-out problem with `strategy`."""
+    def memory_size(self) -> int:
+        """Problems learned so far: what a with-provider held-out solve was measured against."""
         with self.lock:
-            return {r[0] for r in self.db.execute(
-                "SELECT provider FROM holdout_solves WHERE holdout_id = ? AND strategy = ?", (holdout_id, strategy))}
+            return int(self.db.execute("SELECT COUNT(*) FROM problems").fetchone()[0])
+
+    def holdout_done(self, holdout_id: int, strategy: str) -> set[str]:
+        """Providers ('' = bare) already measured on this held-out problem with `strategy` and this memory."""
+        return {s.provider for s in self.holdout_solves(strategy) if s.holdout_id == holdout_id}
 
     def holdout_solves(self, strategy: str) -> list[HoldoutSolve]:
+        """The held-out solves of `strategy`: every bare one, and the with-provider ones measured against
+        the memory as it is now (the memory grew since the others)."""
         with self.lock:
-            rows = self.db.execute("SELECT holdout_id, provider, correct, tokens, similarity, items FROM holdout_solves"
-                                   " WHERE strategy = ? ORDER BY holdout_id, provider", (strategy,)).fetchall()
+            rows = self.db.execute(
+                "SELECT holdout_id, provider, correct, tokens, similarity, items FROM holdout_solves"
+                " WHERE strategy = ? AND (provider = '' OR memory_size = ?) ORDER BY holdout_id, provider",
+                (strategy, self.memory_size())).fetchall()
         return [HoldoutSolve(r[0], r[1], bool(r[2]), r[3], r[4], json.loads(r[5])) for r in rows]
 
     def item_text(self, kind: str, item_id: int) -> tuple[str, str | None]:
