@@ -1,5 +1,6 @@
-"""Local backend throughput (tokens/s at n=1 and batched n=8) and the overhead of redline's backend
-layer + ledger over a raw transformers `generate` with the same settings.
+"""The local backend's transformers engine: throughput (tokens/s at n=1 and batched n=8) and the overhead
+of redline's backend layer + ledger over a raw transformers `generate` with the same settings
+(bench/engine_speed.py compares it with the llama.cpp engine).
 
     .venv/bin/python bench/backend_throughput.py [--max-new-tokens 48] [--repeats 3]
 
@@ -39,7 +40,7 @@ def raw_generate(local: LocalBackend, request: GenerationRequest) -> int:
     """What a user of transformers writes by hand: tokenize, generate, decode. Returns new tokens."""
     import torch
 
-    lm = local.loaded
+    lm = local.engine.loaded
     prompt = local.render_prompt(request)
     inputs = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)
     kwargs: dict[str, Any] = dict(max_new_tokens=request.max_tokens, num_return_sequences=request.n,
@@ -58,7 +59,7 @@ def raw_generate(local: LocalBackend, request: GenerationRequest) -> int:
 
 
 async def measure(n: int, max_new_tokens: int, repeats: int) -> dict[str, float]:
-    backend = create_backend("local")  # LedgeredBackend over LocalBackend: the full redline path
+    backend = create_backend("local", engine="transformers")  # LedgeredBackend over LocalBackend: the full path
     local: LocalBackend = backend.inner
     request = GenerationRequest(messages=solve_messages(QUESTION), n=n, temperature=0.0 if n == 1 else 0.8,
                                 max_tokens=max_new_tokens, seed=1234)
@@ -87,7 +88,7 @@ async def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    backend = create_backend("local")
+    backend = create_backend("local", engine="transformers")
     t0 = time.perf_counter()
     backend.load()
     print(f"model load: {time.perf_counter() - t0:.1f} s (once per process, not in any figure below)")

@@ -72,8 +72,11 @@ async def test_eval_runs_each_strategy_in_its_own_scope(tmp_path):
 
 
 @pytest.fixture()
-def backend(local_backend):
-    inner = local_backend.inner
+def backend(local_backend, engine):
+    """The session's backend (llama.cpp) or the same model on transformers, its cache restored after."""
+    from redline.backends.local import LocalBackend
+
+    inner = local_backend.inner if engine == "llama.cpp" else LocalBackend(engine=engine)
     saved = inner.prefix_cache
     yield inner
     inner.prefix_cache = saved
@@ -87,7 +90,11 @@ def request(prefix: str, **kw) -> GenerationRequest:
                              stop=("\nStep ",), **kw)
 
 
-@pytest.mark.parametrize("kw", [dict(temperature=0.0), dict(temperature=0.8, n=3, seed=11)])
+# llama.cpp's kernels round differently with the batch's size (a prompt decoded in two parts moved a
+# logit by up to 0.6 here), so a sampled near-tie may go the other way after a prefix hit: sampled
+# equality is checked on transformers, greedy on both.
+@pytest.mark.parametrize("engine, kw", [("llama.cpp", dict(temperature=0.0)), ("transformers", dict(temperature=0.0)),
+                                        ("transformers", dict(temperature=0.8, n=3, seed=11))])
 async def test_prefix_hits_give_the_same_tokens_as_cold_calls(backend, kw):
     from redline.backends.prefix_cache import PrefixCache
 
@@ -103,5 +110,5 @@ async def test_prefix_hits_give_the_same_tokens_as_cold_calls(backend, kw):
     assert warm[0][0].cached_tokens == 0  # nothing was cached yet
     prompt_tokens = warm[1][0].prompt_tokens
     assert 0.7 * prompt_tokens < warm[1][0].cached_tokens < prompt_tokens  # all of the first prompt but its end
-    # the other samples share the first row's prefill: only the last prompt token is theirs
-    assert all(c.cached_tokens == c.prompt_tokens - 1 for call in warm for c in call[1:])
+    # the request bills its prompt once, on the first sample: the others share its prefill
+    assert all(c.prompt_tokens == c.cached_tokens == 0 for call in warm for c in call[1:])

@@ -9,7 +9,8 @@ from redline.backends.base import (Backend, Completion, GenerationRequest, Ledge
 from redline.errors import BackendError
 
 BACKEND_HELP = {
-    "local": "transformers on this machine; default model: the embedded SmolLM2-135M-Instruct (offline)",
+    "local": "this machine: GGUF files on llama.cpp, HF folders on transformers ($REDLINE_ENGINE picks); "
+             "default model: the embedded SmolLM2-135M-Instruct (offline)",
     "openai": "any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs); several --base-url for replicas",
 }
 
@@ -22,7 +23,7 @@ def create_backend(kind: str = "local", model: str | None = None, **options: Any
     if kind == "local":
         from redline.backends.local import DEFAULT_MODEL, LocalBackend
 
-        return LedgeredBackend(LocalBackend(model or DEFAULT_MODEL))
+        return LedgeredBackend(LocalBackend(model or DEFAULT_MODEL, **options))
     if kind == "openai":
         from redline.backends.openai_compat import OpenAIBackend
 

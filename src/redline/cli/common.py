@@ -20,7 +20,7 @@ console = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line 
 out = Console()
 
 BackendOpt = Annotated[str, typer.Option("--backend", "-b", help=f"Where tokens come from: {', '.join(BACKEND_HELP)}.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: for local, 'smollm2-135m' (embedded, default), a .gguf file or an HF model directory; for openai, the served model name (default: $REDLINE_MODEL or the server's first model).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: for local, 'smollm2-135m' (embedded, default), a .gguf file, an HF model directory or a PEFT adapter folder (GGUF runs on llama.cpp, HF folders on transformers; REDLINE_ENGINE=transformers runs GGUF on transformers too); for openai, the served model name (default: $REDLINE_MODEL or the server's first model).")]
 BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL; repeat it (or separate with commas) for replicas of one model: requests go to the least busy, fail over, and a dead one is probed back in (default: $OPENAI_BASE_URL, comma-separated). The key comes from $OPENAI_API_KEY.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Most new tokens per generation call.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Base seed; sampled calls derive their seeds from it, so runs repeat.")]
