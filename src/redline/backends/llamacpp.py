@@ -117,6 +117,9 @@ class LlamaEngine:
         self.stop_ids = frozenset(t for t in (lib.llama_vocab_eos(self.vocab), lib.llama_vocab_eot(self.vocab),
                                               *(self._special_id(m) for m in TURN_MARKERS)) if t >= 0)
         self.chat_template = self._meta("tokenizer.chat_template")
+        # rendered here, once: `render_chat` may run on any thread (a budget prices a call before it)
+        self._bos, self._eos = (self.token_text(lib.llama_vocab_bos(self.vocab)),
+                                self.token_text(lib.llama_vocab_eos(self.vocab)))
         self.ctx: Any = None
         self.n_ctx = 0
         self.n_seq = 0
@@ -161,9 +164,7 @@ class LlamaEngine:
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         if not self.chat_template:
             raise BackendError("this GGUF model has no chat template: send a raw prompt")
-        bos = self.token_text(self.lib.llama_vocab_bos(self.vocab))
-        eos = self.token_text(self.lib.llama_vocab_eos(self.vocab))
-        return render_chat(self.chat_template, messages, bos, eos)
+        return render_chat(self.chat_template, messages, self._bos, self._eos)
 
     # --- the context -----------------------------------------------------------------------------
 
@@ -252,6 +253,9 @@ class LlamaEngine:
         lib = self.lib
         if not ids:
             raise BackendError("empty prompt")
+        if rows > lib.llama_max_parallel_sequences():
+            raise BackendError(f"n={rows} is more than llama.cpp's {lib.llama_max_parallel_sequences()} "
+                               "sequences per call")
         self._ensure_context(len(ids) + rows * request.max_tokens + 1, rows)
         memory = lib.llama_get_memory(self.ctx)
         t0 = time.perf_counter()
