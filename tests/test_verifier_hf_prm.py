@@ -166,14 +166,17 @@ def test_the_step_tag_is_one_vocabulary_token():
         step_tag(tiny_tokenizer(words=no_ki))  # ки would be read as the unknown token: not held
 
 
-@pytest.mark.parametrize("candidates, passes", [
-    ([STEPS, STEPS[:1], STEPS[::-1]], [(3, None)]),  # only the short question in common: one padded pass
-    ([STEPS, STEPS[:2] + ["the answer is 6 ."], STEPS[:1]], [(1, 14), (3, None)]),  # question + step 1 once
-], ids=["one-pass", "shared-prefix"])
-async def test_candidates_scored_together_share_one_forward_pass(math_shepherd_dir, candidates, passes):
+@pytest.mark.parametrize("candidates, shared", [
+    ([STEPS, STEPS[:1], STEPS[::-1]], 0),  # only the short question in common: nothing shared
+    ([STEPS, STEPS[:2] + ["the answer is 6 ."], STEPS[:1]], 14),  # question + step 1 + its tag, once
+], ids=["nothing-shared", "shared-prefix"])
+async def test_candidates_scored_together_compute_their_shared_prefix_once(math_shepherd_dir, candidates, shared):
     import asyncio
 
+    from redline.verifiers.hf_prm import encode_input
+
     verifier = scripted_runtime(["unused"]).verifier(f"hf-prm:{math_shepherd_dir},dtype=float32")
+    lengths = [len(encode_input("math-shepherd", verifier.loaded.tokenizer, QUESTION, s, 4096)[0]) for s in candidates]
     calls = []
     hook = verifier.loaded.model.base_model.register_forward_hook(lambda m, args, kwargs, out: calls.append(
         tuple(kwargs["input_ids"].shape)), with_kwargs=True)
@@ -183,9 +186,12 @@ async def test_candidates_scored_together_share_one_forward_pass(math_shepherd_d
         together = await asyncio.gather(*(verifier.score(QUESTION, s) for s in candidates))
     finally:
         hook.remove()
-    assert [(b, n if want is not None else None) for (b, n), (_, want) in zip(calls, passes)] == passes
+    if verifier.loaded.device == "cpu":  # each row alone after the shared prefix: no padding
+        assert calls == ([(1, shared)] if shared else []) + [(1, n - shared) for n in lengths]
+    else:  # one padded batch after the shared prefix
+        assert calls == ([(1, shared)] if shared else []) + [(3, max(lengths) - shared)]
     for a, t in zip(alone, together):
-        assert t == pytest.approx(a, abs=1e-5)  # padding and the shared prefix change nothing
+        assert t == pytest.approx(a, abs=1e-5)  # the shared prefix changes nothing
 
 
 async def test_auto_dtype_is_bf16_where_the_cpu_has_it_and_stays_close(math_shepherd_dir):

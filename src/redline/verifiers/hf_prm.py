@@ -306,54 +306,67 @@ class HfPrmVerifier:
         self.batcher: MicroBatcher[tuple[str, list[str]], list[float]] = MicroBatcher(
             lambda items: run_async(self.score_batch_sync, items), params.batch_size)
 
-    def _hidden(self, ids: Any, mask: Any, shared: int) -> Any:
-        """Last hidden states of the padded batch; the first `shared` tokens, the same in every row
-        (the question, or steps candidates share), are computed once and their keys and values
-        reused by every row."""
+    def _hidden(self, rows: Sequence[Sequence[int]], shared: int) -> list[Any]:
+        """Last hidden states of each row. The first `shared` tokens, the same in every row (the
+        question, or steps the candidates share), run once and their keys and values serve every
+        row. On a GPU the rest is one right-padded batch; on a CPU, where a batch is no faster than
+        its rows one by one, each row runs alone, so no time goes to padding."""
         import torch
 
         base = self.loaded.model.base_model
-        if shared == 0:
-            return base(input_ids=ids, attention_mask=mask).last_hidden_state
-        prefix = base(input_ids=ids[:1, :shared], use_cache=True)
-        prefix.cache.batch_repeat_interleave(ids.shape[0])
+        as_ids = lambda r: torch.tensor([list(r)], device=self.loaded.device)  # noqa: E731
+        prefix = base(input_ids=as_ids(rows[0][:shared]), use_cache=True) if shared else None
+        if self.loaded.device == "cpu":
+            out = []
+            for row in rows:
+                if prefix is None:
+                    out.append(base(input_ids=as_ids(row)).last_hidden_state[0])
+                    continue
+                rest = base(input_ids=as_ids(row[shared:]), cache=prefix.cache).last_hidden_state
+                prefix.cache.crop(-rest.shape[1])  # back to the shared prefix for the next row
+                out.append(torch.cat([prefix.last_hidden_state[0], rest[0]]))
+            return out
+        width = max(len(r) for r in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)  # padding: masked out
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)], mask[b, : len(row)] = torch.tensor(row), 1
+        ids, mask = ids.to(self.loaded.device), mask.to(self.loaded.device)
+        if prefix is None:
+            return list(base(input_ids=ids, attention_mask=mask).last_hidden_state)
+        prefix.cache.batch_repeat_interleave(len(rows))
         rest = base(input_ids=ids[:, shared:], attention_mask=mask, cache=prefix.cache).last_hidden_state
-        return torch.cat([prefix.last_hidden_state.expand(ids.shape[0], -1, -1), rest], dim=1)
+        return list(torch.cat([prefix.last_hidden_state.expand(len(rows), -1, -1), rest], dim=1))
 
     def _pair_logits(self, hidden: Any) -> Any:
-        """[right, wrong] logits from hidden states at the read positions: for a causal LM only the
-        '+' and '-' rows of the output head (the whole vocabulary would cost more than the rest of
-        a small model), else the model's two-class head."""
+        """[right, wrong] logits from hidden states at the read positions, in float32: for a causal
+        LM only the '+' and '-' rows of the output head (the whole vocabulary would cost more than
+        the rest of a small model), else the model's two-class head."""
+        import torch
+
         lm = self.loaded
-        if lm.format != "math-shepherd":
-            return lm.model.score(hidden)[:, [1, 0]]
-        head = lm.model.get_output_embeddings()
-        pair = hidden @ head.weight[[self.good_id, self.bad_id]].T
-        return pair + head.bias[[self.good_id, self.bad_id]] if getattr(head, "bias", None) is not None else pair
+        head = lm.model.get_output_embeddings() if lm.format == "math-shepherd" else lm.model.score
+        if not isinstance(head, torch.nn.Linear):  # a model's own head (Qwen2.5-Math-PRM: two layers)
+            return head(hidden).float()[:, [1, 0]]
+        pick = [self.good_id, self.bad_id] if lm.format == "math-shepherd" else [1, 0]
+        bias = None if head.bias is None else head.bias[pick].float()
+        return torch.nn.functional.linear(hidden.float(), head.weight[pick].float(), bias)
 
     def score_batch_sync(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """Scores of several solutions in one right-padded forward pass (on the compute thread)."""
+        """Scores of several solutions scored together (on the compute thread): their shared prefix
+        once, then the rest (see `_hidden`); only the tags' hidden states reach the head."""
         import torch
 
         lm = self.loaded
         encoded = [encode_input(lm.format, lm.tokenizer, q, steps, self.params.max_length, lm.tag)
                    for q, steps in items]
-        width = max(len(ids) for ids, _ in encoded)
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0  # masked out anyway
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        rows: list[int] = []
-        cols: list[int] = []
-        for b, (tokens, positions) in enumerate(encoded):
-            ids[b, : len(tokens)] = torch.tensor(tokens)
-            mask[b, : len(tokens)] = 1
-            kept = [p for p in positions if p is not None]
-            rows += [b] * len(kept)
-            cols += kept
-        shared = shared_prefix([tokens for tokens, _ in encoded]) if len(encoded) > 1 else 0
+        rows = [tokens for tokens, _ in encoded]
+        at = [(b, p) for b, (_, positions) in enumerate(encoded) for p in positions if p is not None]
+        shared = shared_prefix(rows) if len(rows) > 1 else 0
         with torch.inference_mode():
-            hidden = self._hidden(ids.to(lm.device), mask.to(lm.device), shared if shared >= MIN_SHARED else 0)
-            probs = iter(torch.softmax(self._pair_logits(hidden[rows, cols]).float(), dim=-1)[:, 0].cpu().tolist())
+            hidden = self._hidden(rows, shared if shared >= MIN_SHARED else 0)
+            picked = torch.stack([hidden[b][p] for b, p in at]) if at else hidden[0][:0]
+            probs = iter(torch.softmax(self._pair_logits(picked), dim=-1)[:, 0].cpu().tolist())
         if any(p is None for _, positions in encoded for p in positions):
             warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
                           "steps past the cut get the neutral score", stacklevel=2)
