@@ -64,7 +64,8 @@ def specs(strategy: str, providers: list[str], raw: bool) -> list[str]:
 async def learn(args: argparse.Namespace, runtime: Runtime, store: MemoryStore, clock: Clock) -> None:
     problems = load_problems(args.train_data, "gsm8k", limit=args.train)
     learner = Learner(runtime, store, args.learn_strategy,
-                      LearnSettings(task="gsm8k", holdout=args.holdout, providers=tuple(args.providers)))
+                      LearnSettings(task="gsm8k", holdout=args.holdout, providers=tuple(args.providers),
+                                    condense_every=args.condense_every))
     train, held = learner.split(problems)
     started = time.perf_counter()
     for problem in train:
@@ -120,6 +121,11 @@ async def dev(args: argparse.Namespace, runtime: Runtime, problems: list[Problem
 
 def report(args: argparse.Namespace, store: MemoryStore, problems: list[Problem]) -> None:
     print(f"\nmemory {store.path}: {json.dumps(store.counts())}")
+    for level in ("low", "high"):
+        rows = store.principles(level=level, active_only=False)
+        print(f"{level}-level principles: {len(rows)} ({sum(r.retired is not None for r, _ in rows)} retired); first 10:")
+        for row, _ in rows[:10]:
+            print(f"  [{row.id}] {row.text}" + (f"  (retired: {row.retired})" if row.retired else ""))
     for e in store.provider_effects():
         print("held-out:", effects.effect_line(e))
     done = load_done(args.out / "dev.jsonl")
@@ -175,6 +181,7 @@ def main() -> None:
     parser.add_argument("--dev-data", type=Path, default=ROOT.parent / "shared/data/asdiv/test.jsonl")
     parser.add_argument("--train", type=int, default=80, help="GSM8K-train problems to learn from (and hold back)")
     parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--condense-every", type=int, default=4, help="new low-level principles per condensation")
     parser.add_argument("--limit", type=int, default=60, help="first dev problems to compare on")
     parser.add_argument("--learn-strategy", default="cot")
     parser.add_argument("--strategies", nargs="+", default=["cot"])
