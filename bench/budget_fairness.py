@@ -88,8 +88,8 @@ async def run(args: argparse.Namespace) -> None:
             row.stopped += result.stopped is not None
             row.correct += bool(grade(result, problem.answer).correct)
             if args.verbose:
-                print(f"   {problem.id} {solver.spec}: {total.computed_tokens} computed tokens, {total.calls} calls,"
-                      f" {result.wall_s:.0f} s, stopped: {result.stopped}", flush=True)
+                print(f"   {problem.id} {row.spec} {row.budget}: {total.computed_tokens} computed tokens,"
+                      f" {total.calls} calls, {result.wall_s:.0f} s, stopped: {result.stopped}", flush=True)
         print(f"-- {i + 1}/{len(problems)} problems, {time.perf_counter() - started:.0f} s", flush=True)
         report(rows, f"first {i + 1} problems of {args.data}, model {args.model}, seed {args.seed}, "
                      f"max_tokens {args.max_tokens}")
