@@ -99,24 +99,24 @@ def fired(trace: Any, provider: str | None) -> bool:
 async def dev(args: argparse.Namespace, runtime: Runtime, problems: list[Problem], clock: Clock) -> None:
     path = args.out / "dev.jsonl"
     done = load_done(path)
+    solvers = {spec: build_solver(spec, runtime) for strategy in args.strategies
+               for spec in specs(strategy, args.providers, args.raw)}
     with path.open("a") as f:
-        for strategy in args.strategies:
-            for spec in specs(strategy, args.providers, args.raw):
-                solver = build_solver(spec, runtime)
+        for problem in problems:  # every spec on one problem before the next: a stopped run stays paired
+            key = problem_key(problem)
+            for spec, solver in solvers.items():
+                if (spec, key) in done:
+                    continue
+                clock.check()
+                result = await solver.solve(problem)
                 provider = effects.split_spec(spec)[1][0].name if "+" in spec else None
-                for problem in problems:
-                    key = problem_key(problem)
-                    if (spec, key) in done:
-                        continue
-                    clock.check()
-                    result = await solver.solve(problem)
-                    row = {"spec": spec, "key": key, "id": problem.id, "answer": result.answer,
-                           "correct": answers_equal(result.answer, problem.answer),
-                           "tokens": result.total.total_tokens, "calls": result.total.calls,
-                           "fired": fired(result.trace, provider)}
-                    f.write(json.dumps(row) + "\n")
-                    f.flush()
-                    done[(spec, key)] = row
+                row = {"spec": spec, "key": key, "id": problem.id, "answer": result.answer,
+                       "correct": answers_equal(result.answer, problem.answer),
+                       "tokens": result.total.total_tokens, "calls": result.total.calls,
+                       "fired": fired(result.trace, provider)}
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                done[(spec, key)] = row
 
 
 def report(args: argparse.Namespace, store: MemoryStore, problems: list[Problem]) -> None:
