@@ -142,6 +142,10 @@ class Engine:
     def url(self) -> str:
         return f"{self.root}/v1"
 
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self, timeout_s: float) -> float:
         """Start and wait until GET /v1/models answers; the start-up time in seconds."""
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -223,9 +227,12 @@ class RecordingProxy:
         @app.api_route("/v1/{path:path}", methods=["GET", "POST"])
         async def forward(path: str, request: Request) -> Response:
             body = await request.body()
-            async with httpx.AsyncClient(timeout=600) as client:
-                reply = await client.request(request.method, f"{self.upstream}/{path}", content=body,
-                                             headers={"content-type": "application/json"})
+            try:
+                async with httpx.AsyncClient(timeout=600) as client:
+                    reply = await client.request(request.method, f"{self.upstream}/{path}", content=body,
+                                                 headers={"content-type": "application/json"})
+            except httpx.TransportError as e:  # the engine is down: a gateway error, as a real proxy says
+                return Response(json.dumps({"error": {"message": str(e)}}), status_code=502)
             if request.method == "POST" and reply.status_code == 200:
                 self._record(path, json.loads(body or b"{}"), reply.json())
             return Response(reply.content, status_code=reply.status_code,
@@ -291,7 +298,8 @@ def check_strategies(report: Report, engine: Engine, quick: bool, max_tokens: in
                     figure += f"; /metrics C {generated:.0f}"
                 report.add(f"strategy {name}", engine.name, ok, figure)
 
-            report.guard(f"strategy {name}", engine.name, one)
+            if engine.alive:
+                report.guard(f"strategy {name}", engine.name, one)
     return results
 
 
@@ -424,19 +432,14 @@ def check_replicas(report: Report, make_vllm: Callable[[str, int | None], Engine
 
     def comes_back() -> None:
         async def scenario() -> tuple[int, int, float, bool]:
+            second.kill()  # down since the eval's kill; killed here when that check did not get so far
             backend = OpenAIBackend(base_url=urls, probe_interval_s=1.0, max_retries=4, timeout_s=120)
             request = GenerationRequest(messages=[{"role": "user", "content": QUESTION}], max_tokens=8)
             try:
-                if second.process is None or second.process.poll() is not None:
-                    second.start(timeout_s)
                 b = next(e.stats for e in backend.endpoints.endpoints if e.stats.url == second.url)
-                await asyncio.gather(*(backend.generate(request) for _ in range(4)))
-                second.kill()
-                lost = 0
-                for result in await asyncio.gather(*(backend.generate(request) for _ in range(6)),
-                                                   return_exceptions=True):
-                    lost += isinstance(result, BaseException)
-                out_of_service = not b.in_service
+                results = await asyncio.gather(*(backend.generate(request) for _ in range(6)), return_exceptions=True)
+                lost = sum(isinstance(r, BaseException) for r in results)
+                taken_out = not b.in_service
                 t0 = time.perf_counter()
                 await asyncio.to_thread(second.start, timeout_s)
                 while not b.in_service and time.perf_counter() - t0 < timeout_s + 30:
@@ -444,13 +447,13 @@ def check_replicas(report: Report, make_vllm: Callable[[str, int | None], Engine
                 back_s = time.perf_counter() - t0
                 before = b.ok
                 await asyncio.gather(*(backend.generate(request) for _ in range(6)))
-                return lost, b.ok - before, back_s, out_of_service
+                return lost, b.ok - before, back_s, taken_out
             finally:
                 await backend.aclose()
 
         lost, served_after, back_s, taken_out = run(scenario())
         report.add("replica comes back", "vllm x2", lost == 0 and taken_out and served_after > 0,
-                   f"killed: taken out {taken_out}, {lost} of 6 requests lost; restarted and back in the pool "
+                   f"while down: taken out {taken_out}, {lost} of 6 requests lost; restarted, back in the pool "
                    f"{back_s:.0f} s later (start-up included), then served {served_after} of 6")
 
     report.guard("replica kill eval", "vllm x2", eval_with_kill)
@@ -558,6 +561,17 @@ async def _generate(url: str, request: GenerationRequest) -> list[Any]:
         await backend.aclose()
 
 
+def generation_checks(report: Report, engine: Engine, args: argparse.Namespace) -> None:
+    """Strategies, parameters, cache (and throughput when asked) on one engine; stops early when it died."""
+    results = check_strategies(report, engine, args.quick, args.max_tokens)
+    for check in (lambda: check_params(report, engine), lambda: check_cache(report, engine, results.get("stepco")),
+                  lambda: check_throughput(report, engine.name, ["--backend", "openai", "--base-url", engine.url],
+                                           args.throughput, args.logs) if args.throughput else None):
+        if not engine.alive:
+            raise RuntimeError(f"{engine.name} died; see {engine.logs / (engine.name + '.log')}")
+        check()
+
+
 def load_peers(path: Path) -> dict[str, Any] | None:
     manifest = path / "peers.json"
     return json.loads(manifest.read_text()) if manifest.exists() else None
@@ -579,7 +593,8 @@ def main() -> int:
     parser.add_argument("--replica-problems", type=int, default=200, help="size of the replica-kill eval")
     parser.add_argument("--throughput", type=int, default=0, metavar="N",
                         help="also measure eval throughput on N dev problems (0: no)")
-    parser.add_argument("--max-tokens", type=int, default=192, help="per generation call in the strategy checks")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="per generation call in the strategy checks (default 128 with --quick, else 256)")
     parser.add_argument("--startup-timeout", type=float, default=600, help="seconds an engine may take to start")
     parser.add_argument("--logs", type=Path, default=ROOT / "runs" / "real_engines", help="server logs, eval stores")
     args = parser.parse_args()
@@ -588,6 +603,7 @@ def main() -> int:
         print(f"no peers at {args.peers}: run `make peers` (bench/peers.py) first", file=sys.stderr)
         return 2
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    args.max_tokens = args.max_tokens or (128 if args.quick else 256)
     replica_problems = 8 if args.quick else args.replica_problems
     vllm_env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
@@ -604,38 +620,30 @@ def main() -> int:
                                         "--port", "{port}", "--n_ctx", "4096", "--n_threads", "2"], args.logs)
             report.guard("start", "llamacpp", lambda: report.add("start", "llamacpp", True,
                                                                   f"{llama.start(args.startup_timeout):.0f} s"))
-            if llama.process is not None and llama.process.poll() is None:
-                results = check_strategies(report, llama, args.quick, args.max_tokens)
-                check_params(report, llama)
-                check_cache(report, llama, results.get("stepco"))
-                if args.throughput:
-                    report.guard("throughput", "llamacpp", lambda: check_throughput(
-                        report, "llamacpp", ["--backend", "openai", "--base-url", llama.url], args.throughput, args.logs))
+            if llama.alive:
+                report.guard("checks", "llamacpp", lambda: generation_checks(report, llama, args))
             llama.stop()
         if "vllm" in engines:
             vllm = make_vllm("vllm-a", None)
             report.guard("start", "vllm-a", lambda: report.add("start", "vllm-a", True,
                                                                 f"{vllm.start(args.startup_timeout):.0f} s"))
-            if vllm.process is not None and vllm.process.poll() is None:
-                results = check_strategies(report, vllm, args.quick, args.max_tokens)
-                check_params(report, vllm)
-                check_cache(report, vllm, results.get("stepco"))
+            if vllm.alive:
+                report.guard("checks", "vllm-a", lambda: generation_checks(report, vllm, args))
+            if vllm.alive:
                 report.guard("redline serve", "vllm-a", lambda: check_serve(report, vllm, args.logs,
                                                                             args.startup_timeout))
-                report.guard("replicas", "vllm x2", lambda: check_replicas(report, make_vllm, vllm, replica_problems,
-                                                                           args.logs, args.startup_timeout))
-                if args.throughput:
-                    report.guard("throughput", "vllm-a", lambda: check_throughput(
-                        report, "vllm-a", ["--backend", "openai", "--base-url", vllm.url], args.throughput, args.logs))
-            vllm.stop()
             prm = Engine("vllm-prm", vllm_command(peers, peers["prm"], peers["prm_name"], pooling=True), args.logs,
                          vllm_env)
             report.guard("start", "vllm-prm", lambda: report.add("start", "vllm-prm", True,
                                                                   f"{prm.start(args.startup_timeout):.0f} s"))
-            if prm.process is not None and prm.process.poll() is None:
+            if prm.alive:
                 report.guard("prm pooling", "vllm-prm", lambda: check_prm(report, prm, Path(peers["prm"]),
                                                                           peers["prm_name"]))
             prm.stop()
+            if vllm.alive:
+                report.guard("replicas", "vllm x2", lambda: check_replicas(report, make_vllm, vllm, replica_problems,
+                                                                           args.logs, args.startup_timeout))
+            vllm.stop()
         if args.throughput:
             report.guard("throughput", "local", lambda: check_throughput(report, "local", ["--backend", "local"],
                                                                           args.throughput, args.logs))
@@ -644,9 +652,10 @@ def main() -> int:
         return 130
     finally:
         Engine.stop_all()
-    print(f"\nredline against real engines ({'quick' if args.quick else 'full'}, "
-          f"{time.perf_counter() - t_start:.0f} s in all; logs in {args.logs})\n")
-    print(report.table())
+        if report.rows:  # also after an interruption: what ran so far
+            print(f"\nredline against real engines ({'quick' if args.quick else 'full'}, "
+                  f"{time.perf_counter() - t_start:.0f} s in all; logs in {args.logs})\n")
+            print(report.table(), flush=True)
     return 1 if report.failed else 0
 
 
