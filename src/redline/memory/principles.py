@@ -39,7 +39,7 @@ _COMMON = frozenset("""a an the how what which who whom whose why when where if 
     eight nine ten half after before during at in on of for from to by with without as and but or so since while
     until unless find calculate compute suppose assume given let she's he's there's it's""".split())
 _ANSWER = re.compile(r"\banswer is\b", re.IGNORECASE)
-_SOLUTION = re.compile(r"\b(?:correct|wrong|right|incorrect|student'?s?|this|the first)\s+(?:solution|answer|step)\b",
+_SOLUTION = re.compile(r"\b(?:correct|wrong|right|incorrect|student'?s?|this)\s+(?:solution|answer|step)\b",
                        re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[a-z)])[.!]\s")
 PRINCIPLE_LEAD = "When"  # the principle starts as a rule: "When <situation>, <what to do>"
