@@ -2,11 +2,12 @@
 
 Runs only where `make peers` set the engines up (they live outside the project's environment, and
 CI does not install them); skipped with that reason elsewhere. Select it alone with `-k real_engines`.
-It takes up to 10 minutes (engine start-ups included) on a 2-core machine.
+Engine start-ups and all make it many CPU-minutes, so it also waits for REDLINE_REAL_ENGINES=1.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from peers import default_dir  # noqa: E402
 
 @pytest.mark.skipif(not (default_dir() / "peers.json").exists(),
                     reason=f"the real engines are not installed ({default_dir()}/peers.json missing): run `make peers`")
+@pytest.mark.skipif(os.environ.get("REDLINE_REAL_ENGINES") != "1",
+                    reason="the real engines take many CPU-minutes: set REDLINE_REAL_ENGINES=1 to run them")
 def test_real_engines_quick(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "real_engines.py"), "--quick", "--logs", str(tmp_path)],
                          capture_output=True, text=True, timeout=1200)
