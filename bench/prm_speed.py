@@ -35,7 +35,7 @@ from redline.backends.scripted import ScriptedBackend  # noqa: E402
 from redline.runtime import Runtime  # noqa: E402
 from redline.jsonl import iter_jsonl_objects  # noqa: E402
 from redline.train.planted import plant_error, split_gsm8k, visible_steps  # noqa: E402
-from redline.verifiers.hf_prm import cpu_has_bf16  # noqa: E402
+from redline.hardware import bf16_supported  # noqa: E402
 
 
 def untrained_prm(out: Path) -> Path:
@@ -95,9 +95,9 @@ def main() -> None:
     flat = [c for g in same for c in g]
     layouts = {"same question": same, "distinct": [flat[i::len(same)] for i in range(len(same))]}
     runtime = Runtime(backend=LedgeredBackend(ScriptedBackend(["unused"])))
-    dtypes = ["float32"] + (["bfloat16"] if cpu_has_bf16() or args.bf16 else [])
+    dtypes = ["float32"] + (["bfloat16"] if bf16_supported("cpu") or args.bf16 else [])
     print(f"PRM {prm}; {len(flat)} solutions, {len(same)} groups of 4; torch threads {torch.get_num_threads()}; "
-          f"CPU bf16 instructions: {cpu_has_bf16()}")
+          f"CPU bf16 instructions: {bf16_supported('cpu')}")
     reference: dict[str, list[list[float]]] = {}
     for dtype in dtypes:
         for layout, groups in layouts.items():

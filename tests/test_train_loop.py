@@ -16,7 +16,8 @@ import pytest
 from redline.train.adapters import load_base, lora_model
 from redline.train.data import read_training_data
 from redline.train.loop import Plan, length_batches
-from redline.train.precision import bf16_supported, cpu_flags, pick_precision
+from redline.hardware import bf16_supported, cpu_flags
+from redline.train.precision import pick_precision
 from redline.train.sft import answer_logprobs, encode_example, train_sft
 from tests.test_train import FAST, files, tiny_base  # noqa: F401  (fixtures)
 

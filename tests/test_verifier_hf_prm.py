@@ -195,12 +195,12 @@ async def test_candidates_scored_together_compute_their_shared_prefix_once(math_
 
 
 async def test_auto_dtype_is_bf16_where_the_cpu_has_it_and_stays_close(math_shepherd_dir):
-    from redline.verifiers.hf_prm import cpu_has_bf16
+    from redline.hardware import bf16_supported
 
     runtime = scripted_runtime(["unused"])
     auto = runtime.verifier(f"hf-prm:{math_shepherd_dir}")
     if not torch.cuda.is_available():
-        assert auto.loaded.model.dtype == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+        assert auto.loaded.model.dtype == (torch.bfloat16 if bf16_supported("cpu") else torch.float32)
     bf16 = await runtime.verifier(f"hf-prm:{math_shepherd_dir},dtype=bfloat16").score(QUESTION, STEPS)
     fp32 = await runtime.verifier(f"hf-prm:{math_shepherd_dir},dtype=float32").score(QUESTION, STEPS)
     assert bf16 == pytest.approx(fp32, abs=0.02) and bf16 != fp32

@@ -41,6 +41,7 @@ from pydantic import Field
 
 from redline.compute import run_async, run_sync
 from redline.errors import RedlineError
+from redline.hardware import bf16_supported
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.verifiers.base import clamp01
@@ -131,24 +132,13 @@ def is_adapter(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (avx512_bf16 or AMX), where bfloat16 runs
-    faster than float32; elsewhere bfloat16 is emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
-
-
 def pick_dtype(choice: str, device: str) -> Any:
     """'auto': bfloat16 where the device multiplies it natively (a bf16 GPU, a CPU with bf16
     instructions), else float32."""
     import torch
 
     if choice == "auto":
-        native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_has_bf16()
-        choice = "bfloat16" if native else "float32"
+        choice = "bfloat16" if bf16_supported(device) else "float32"
     return getattr(torch, choice)
 
 
