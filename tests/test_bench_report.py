@@ -39,7 +39,8 @@ def wrong_unless_revising(request, index):
 async def scripted_run(tmp_path):
     problems = [Problem(f"What is 2 + 2? (copy {i}) </script><b>bold</b>", "4", id=f"p{i}") for i in range(3)]
     runtime = scripted_runtime(wrong_unless_revising, max_tokens=32)
-    await run_eval(tmp_path, problems, "cot,stepco:max_iters=1", runtime, concurrency=1)
+    # outcome=steps: every path's steps are scored, so the page has step scores to colour
+    await run_eval(tmp_path, problems, "cot,stepco:max_iters=1,outcome=steps", runtime, concurrency=1)
     return tmp_path
 
 
@@ -49,14 +50,14 @@ async def test_reports_from_a_scripted_run(scripted_run):
     assert names == {"report.md", "results.csv", "summary.json", "accuracy_vs_tokens.png", "report.html"}
     cot, stepco = data.summaries
     assert (cot.accuracy, stepco.accuracy) == (0.0, 1.0)  # StepCo fixed the flagged step, cot kept 5
-    comparison = data.comparisons["stepco:max_iters=1"]
+    comparison = data.comparisons["stepco:max_iters=1,outcome=steps"]
     assert comparison.diff == 1.0 and comparison.only_strategy == 3 and comparison.p_value == pytest.approx(0.25)
     with (scripted_run / "results.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == 6 and {r["correct"] for r in table if r["strategy"] == "cot"} == {"0"}
     assert all(r["gold"] == "4" and int(r["billed_tokens"]) > 0 for r in table)
     md = (scripted_run / "report.md").read_text()
-    assert "| stepco:max_iters=1 | 100.0% (3/3) |" in md and "+100.0 [+100.0, +100.0]" in md
+    assert "| stepco:max_iters=1,outcome=steps | 100.0% (3/3) |" in md and "+100.0 [+100.0, +100.0]" in md
     html = (scripted_run / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 1
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "report.html must not load anything"
@@ -155,7 +156,7 @@ async def test_report_html_renders_table_and_trace_in_chromium(scripted_run, tmp
     write_reports(scripted_run)
     dom = chromium_dom(scripted_run / "report.html", tmp_path)
     summary = dom.split('id="summary"')[1].split("</table>")[0]
-    assert "stepco:max_iters=1" in summary and "100.0% (3/3)" in summary
+    assert "stepco:max_iters=1,outcome=steps" in summary and "100.0% (3/3)" in summary
     # what the script built: the problem list, the first problem's cards, steps, trace and the revision diff
     assert dom.count('class="prob-row') == 3
     assert 'data-problem="p0"' in dom and dom.count('class="strategy-card"') == 2
