@@ -12,10 +12,10 @@ what is left is still useful, else `BudgetExceeded`. `max_calls` counts started 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import threading
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Literal
