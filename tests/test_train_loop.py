@@ -55,14 +55,18 @@ def test_each_supported_precision_trains_to_the_same_losses(tiny_base, files, tm
 
 
 def test_padding_and_the_shared_prefix_never_change_a_rows_loss_or_gradient(tiny_base, files):
-    from redline.train.loop import shared_prefix
+    from redline.train.loop import WIDTH_MULTIPLE, hidden_states, shared_prefix
 
     loaded, rows = _rows(str(tiny_base), read_training_data(files["train"]))
     assert len({len(r) for r in rows}) == len(rows)  # mixed lengths: the batch below is padded
-    assert shared_prefix([r.ids for r in rows]) > 16  # the system prompt: computed once for the batch
+    assert shared_prefix([r.ids for r in rows]) >= WIDTH_MULTIPLE  # the system prompt: computed once for the batch
     model = lora_model(loaded, 4, 0)
     model.eval()
     pad = loaded.tokenizer.pad_token_id
+    with torch.no_grad():  # widths are whole multiples (few shapes, bounded kernel caches), never cut a row
+        for batch in ([rows[0]], rows):
+            width = hidden_states(model, [r.ids for r in batch], pad, "cpu").shape[1]
+            assert width % WIDTH_MULTIPLE == 0 and max(map(len, batch)) <= width < max(map(len, batch)) + WIDTH_MULTIPLE
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loss_and_grads(batches):
@@ -133,6 +137,7 @@ def test_a_checkpoint_resumes_to_the_uninterrupted_weights(tiny_base, files, tmp
     lines: list[str] = []
     result = train_sft(data, str(tiny_base), out, settings, "x", lines.append)
     assert lines[0].startswith("resuming from") and "(step 2/3)" in lines[0] and result.figures.steps == 1
+    assert result.figures.resumed_at == 2 and "resumed from a checkpoint at step 2" in (out / "README.md").read_text()
     assert result.figures.precision == pick_precision("cpu").name
     straight = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
     resumed = load_file(str(out / "adapter_model.safetensors"))

@@ -33,7 +33,9 @@ def write_card(out: Path, title: str, kind: str, base: str, data: Path, data_sha
         f"- command: `{command}`",
         f"- settings: {knobs}; LoRA alpha = 2 x rank, dropout 0, q/k/v/o/gate/up/down projections; "
         "AdamW, cosine schedule, 5% warm-up; batches grouped by length; loss on the completion only; saved in bf16",
-        f"- training: {figures.steps} optimiser steps this session, {figures.tokens} tokens in "
+        f"- training: {figures.steps} optimiser steps this session"
+        + (f" (resumed from a checkpoint at step {figures.resumed_at})" if figures.resumed_at else "")
+        + f", {figures.tokens} tokens in "
         f"{figures.seconds:.0f} s ({figures.tokens_per_s:.0f} tokens/s, {figures.precision} forward pass)"
         + (f", final logged loss {figures.loss:.3f}" if figures.loss is not None else ""),
     ]
@@ -45,6 +47,6 @@ def write_card(out: Path, title: str, kind: str, base: str, data: Path, data_sha
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     figures_json = {"steps": figures.steps, "tokens": figures.tokens, "seconds": round(figures.seconds, 1),
                     "tokens_per_s": round(figures.tokens_per_s, 1), "final_loss": figures.loss,
-                    "precision": figures.precision}
+                    "precision": figures.precision, "resumed_at": figures.resumed_at}
     (out / "training.json").write_text(json.dumps(figures_json, indent=1) + "\n", encoding="utf-8")
     return path

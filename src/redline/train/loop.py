@@ -90,17 +90,24 @@ def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
+WIDTH_MULTIPLE = 32  # batch widths are rounded up to this: few distinct shapes, bounded memory
+
+
 def hidden_states(model: Any, rows: Sequence[Sequence[int]], pad_id: int, device: str) -> Any:
-    """The decoder's last hidden states for right-padded `rows` (batch x longest x hidden).
+    """The decoder's last hidden states for right-padded `rows` (batch x padded width x hidden).
 
     No LM head: each loss projects only the positions it reads (the full-vocabulary head over
     every token would cost a fifth of the model's compute for logits nobody reads). A prefix that
     all rows share (the solve prompt's system message: about a third of a GSM8K row) runs once,
     and the rows continue from its keys and values; the result, and its gradient, are those of
-    the full batch. Without padding the mask is left out, so attention takes its plain causal path."""
+    the full batch. Without padding the mask is left out, so attention takes its plain causal path.
+
+    The width is the longest row rounded up to `WIDTH_MULTIPLE`: oneDNN keeps kernels (and their
+    buffers) per matrix shape, and a width per batch made an epoch's memory grow without bound
+    (11 GB after 348 GSM8K steps); rounding costs about 6% more tokens and keeps it flat."""
     import torch
 
-    width = max(len(r) for r in rows)
+    width = -(-max(len(r) for r in rows) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
@@ -110,8 +117,8 @@ def hidden_states(model: Any, rows: Sequence[Sequence[int]], pad_id: int, device
         mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long().to(device)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = lm.get_decoder()
-    shared = shared_prefix(rows) if len(rows) > 1 else 0
-    if shared < 16:  # too short to pay for a second call
+    shared = (shared_prefix(rows) if len(rows) > 1 else 0) // WIDTH_MULTIPLE * WIDTH_MULTIPLE  # shapes again
+    if shared == 0:  # too short to pay for a second call
         return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     # transformers 5.24 renamed `past_key_values` (argument and output) to `cache`
     name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
@@ -147,6 +154,7 @@ def fit(model: Any, items: Sequence[T], loss_fn: LossFn, length: Callable[[T], i
     if resume:
         say(f"resuming from {resume} (step {step}/{total})")
     progress, stop = Progress(say, precision.name), StopOnInterrupt()
+    progress.figures.resumed_at = step
     deadline = time.perf_counter() + plan.max_seconds if plan.max_seconds else math.inf
     model.train()
     with stop.installed():

@@ -36,7 +36,7 @@ from redline.train.adapters import lora_config
 from redline.train.loop import Plan, fit, hidden_states, output_head
 from redline.train.precision import pick_precision
 from redline.train.records import LabeledSolution, parse_record
-from redline.verifiers.hf_prm import encode_input, label_ids
+from redline.verifiers.hf_prm import encode_input, label_ids, step_tag
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class PrmReport:
     val_steps: int
     val_auroc_before: float | None
     val_auroc_after: float | None
+    tag: str = "ки"  # the step tag the inputs carry (one vocabulary token of the base)
 
 
 def from_record(record: LabeledSolution) -> StepwiseExample | None:
@@ -230,7 +231,8 @@ def train_prm(examples: Sequence[StepwiseExample], base: str, out: Path, setting
         seconds=time.perf_counter() - t0,
         first_loss=losses[0] if losses else None,
         last_loss=sum(losses[-10:]) / len(losses[-10:]) if losses else None,
-        val_steps=sum(len(e.targets) for e in val), val_auroc_before=before, val_auroc_after=after)
+        val_steps=sum(len(e.targets) for e in val), val_auroc_before=before, val_auroc_after=after,
+        tag=step_tag(tokenizer))
 
 
 def write_card(out: Path, base: str, sources: Sequence[tuple[Path, int, str]], settings: PrmSettings,
@@ -240,7 +242,7 @@ def write_card(out: Path, base: str, sources: Sequence[tuple[Path, int, str]], s
     lines = [
         "# A Math-Shepherd process reward model made by `redline train prm`", "",
         f"Score steps with it: `--verifier hf-prm:{out}` (a LoRA on `{base}`, merged at load). "
-        "A step's score is P('+') / (P('+') + P('-')) of the next-token logits after its tag `ки`.", "",
+        f"A step's score is P('+') / (P('+') + P('-')) of the next-token logits after its tag `{report.tag}`.", "",
         f"- command: `{command}`",
         *[f"- data: `{path}` ({rows} rows, sha256 `{sha}`)" for path, rows, sha in sources],
         f"- training set: {report.examples} solutions / {report.steps} labelled steps "

@@ -29,6 +29,7 @@ class Figures:
     loss: float | None = None
     losses: list[float] = field(default_factory=list)
     precision: str = "float32"
+    resumed_at: int = 0  # the optimiser step this session resumed from (0: a fresh start)
 
     @property
     def tokens_per_s(self) -> float:
