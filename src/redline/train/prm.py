@@ -77,7 +77,7 @@ class PrmReport:
     val_steps: int
     val_auroc_before: float | None
     val_auroc_after: float | None
-    tag: str = "ки"  # the step tag the inputs carry (one vocabulary token of the base)
+    tag: str  # the step tag the inputs carry (one vocabulary token of the base)
 
 
 def from_record(record: LabeledSolution) -> StepwiseExample | None:
