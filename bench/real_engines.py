@@ -19,7 +19,7 @@ Each engine runs on 127.0.0.1 at a free port, with a bounded start-up wait, its 
 - serve: `redline serve` in front of vLLM, called with the official `openai` client, streaming too.
 
     .venv/bin/python bench/real_engines.py [--quick] [--engines vllm,llamacpp] [--replica-problems 200]
-        [--throughput 50] [--logs runs/real_engines]
+        [--throughput 50] [--prm DIR] [--logs runs/real_engines]
 
 --quick runs every check at its smallest size (under 10 minutes on a 2-core machine, start-ups
 included). --throughput N adds a table of `redline eval` throughput (cot and bon:n=4 on N dev problems,
@@ -54,6 +54,7 @@ from fastapi.responses import Response
 from peers import default_dir
 from redline.backends.base import GenerationRequest
 from redline.backends.openai_compat import OpenAIBackend
+from redline.verifiers.calibration import read_center
 
 ROOT = Path(__file__).resolve().parents[1]
 REDLINE = str(Path(sys.executable).parent / "redline")
@@ -497,15 +498,18 @@ def check_serve(report: Report, engine: Engine, logs: Path, timeout_s: float) ->
 
 
 def check_prm(report: Report, engine: Engine, prm_dir: Path, name: str) -> None:
-    """remote-prm (format token-classify) against the same model in float32 through transformers."""
+    """remote-prm (format token-classify) against the same model in float32 through transformers, both
+    cutting where the folder's calibration says."""
     from redline.runtime import Runtime
 
     steps = ["Natalia sold 48 / 2 = 24 clips in May.", "So she sold 48 + 24 = 72 clips.", "The answer is 72."]
     reference = token_classify_reference(prm_dir, QUESTION, steps)
+    center = read_center(prm_dir)  # hf-prm applies the folder's fitted cut; remote-prm is told it
+    cut = "" if center is None else f",center={center}"
 
     async def remote() -> list[float]:
         verifier = Runtime(backend=None).verifier(  # type: ignore[arg-type]
-            f"remote-prm:{name},base_url={engine.url},format=token-classify")
+            f"remote-prm:{name},base_url={engine.url},format=token-classify{cut}")
         try:
             return list(await verifier.score(QUESTION, steps))
         finally:
@@ -514,7 +518,7 @@ def check_prm(report: Report, engine: Engine, prm_dir: Path, name: str) -> None:
     scores = run(remote())
     gap = max(abs(a - b) for a, b in zip(scores, reference))
     report.add("prm pooling", engine.name, len(scores) == len(steps) and gap <= 0.02,
-               f"remote-prm {[round(s, 3) for s in scores]} vs transformers float32 "
+               f"remote-prm{cut} {[round(s, 3) for s in scores]} vs transformers float32 "
                f"{[round(s, 3) for s in reference]}: max gap {gap:.4f}")
 
 
@@ -596,6 +600,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="per generation call in the strategy checks (default 128 with --quick, else 256)")
     parser.add_argument("--startup-timeout", type=float, default=600, help="seconds an engine may take to start")
+    parser.add_argument("--prm", type=Path, default=None,
+                        help="a PRM folder from `redline train prm-export` to serve (default: the peers' random-head one)")
     parser.add_argument("--logs", type=Path, default=ROOT / "runs" / "real_engines", help="server logs, eval stores")
     args = parser.parse_args()
     peers = load_peers(args.peers.expanduser())
@@ -632,13 +638,13 @@ def main() -> int:
             if vllm.alive:
                 report.guard("redline serve", "vllm-a", lambda: check_serve(report, vllm, args.logs,
                                                                             args.startup_timeout))
-            prm = Engine("vllm-prm", vllm_command(peers, peers["prm"], peers["prm_name"], pooling=True), args.logs,
+            prm_dir = args.prm or Path(peers["prm"])
+            prm = Engine("vllm-prm", vllm_command(peers, str(prm_dir), peers["prm_name"], pooling=True), args.logs,
                          vllm_env)
             report.guard("start", "vllm-prm", lambda: report.add("start", "vllm-prm", True,
                                                                   f"{prm.start(args.startup_timeout):.0f} s"))
             if prm.alive:
-                report.guard("prm pooling", "vllm-prm", lambda: check_prm(report, prm, Path(peers["prm"]),
-                                                                          peers["prm_name"]))
+                report.guard("prm pooling", "vllm-prm", lambda: check_prm(report, prm, prm_dir, peers["prm_name"]))
             prm.stop()
             if vllm.alive:
                 report.guard("replicas", "vllm x2", lambda: check_replicas(report, make_vllm, vllm, replica_problems,

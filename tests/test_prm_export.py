@@ -21,7 +21,8 @@ from typer.testing import CliRunner  # noqa: E402
 from redline.cli import app  # noqa: E402
 from redline.errors import BackendError, RedlineError  # noqa: E402
 from redline.server.background import serve_in_thread  # noqa: E402
-from redline.train.prm_export import export_for_vllm  # noqa: E402
+from redline.train.prm_export import classifier_config, export_for_vllm  # noqa: E402
+from redline.verifiers.calibration import recenter  # noqa: E402
 from redline.verifiers.hf_prm import build_input  # noqa: E402
 from redline.verifiers.remote_prm import RemotePrmParams, RemotePrmVerifier  # noqa: E402
 from tests.conftest import scripted_runtime  # noqa: E402
@@ -118,6 +119,11 @@ async def test_remote_prm_reads_the_served_export_as_hf_prm_scores_it(shepherd_d
         assert control.tasks == ["token_classify"] and all(isinstance(i, list) for i in control.inputs[0])
         for got, want in zip(scores, expected):
             assert got == pytest.approx(want, abs=1e-5)
+        shifted = RemotePrmVerifier(RemotePrmParams(model="redline-prm", base_url=url, format="token-classify",
+                                                    center=0.3))
+        assert await shifted.score(QUESTION, CANDIDATES[0]) == pytest.approx(
+            [recenter(x, 0.3) for x in expected[0]], abs=1e-5)
+        await shifted.aclose()
         control.reset("drop_row", control.step_tag_id)
         with pytest.raises(BackendError, match="malformed reply .* step rows for 3 steps"):
             await verifier.score(QUESTION, STEPS)
@@ -150,6 +156,19 @@ async def test_train_prm_with_export_writes_both(tiny_base, tmp_path):  # noqa: 
     bad = CliRunner().invoke(app, ["train", "prm", str(trl), "--base", str(tiny_base), "--export", "sglang", "x"])
     assert isinstance(bad.exception, RedlineError) and "unknown export target 'sglang'" in str(bad.exception)
     assert not (tmp_path / "x").exists()  # refused before training
+
+
+def test_a_quantised_source_exports_a_dense_config():
+    """Seen on vLLM: a PRM over the embedded GGUF base carried `quant_method: gguf` into the export,
+    and vLLM refused it ("Unknown quantization method: gguf")."""
+    from transformers import LlamaConfig
+
+    source = LlamaConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    source.quantization_config = {"quant_method": "gguf", "gguf_file": "m.gguf", "dequantize": False}
+    config = classifier_config(source, "LlamaForTokenClassification", TAG)
+    assert "quantization_config" not in config.to_dict() and config.num_labels == 2
+    assert config.redline_step_tag == TAG and config.token_classification_bias is False
+    assert "quantization_config" in source.to_dict()  # the loaded model's own config is left alone
 
 
 def test_missing_or_corrupt_weights_are_one_line_errors(exported, tmp_path):

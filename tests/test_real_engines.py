@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from peers import default_dir  # noqa: E402
 
+
 @pytest.mark.skipif(not (default_dir() / "peers.json").exists(),
                     reason=f"the real engines are not installed ({default_dir()}/peers.json missing): run `make peers`")
 @pytest.mark.skipif(os.environ.get("REDLINE_REAL_ENGINES") != "1",

@@ -17,6 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from redline.cli import app  # noqa: E402
 from redline.train.prm import read_stepwise  # noqa: E402
+from redline.verifiers.calibration import CALIBRATION_FILE  # noqa: E402
 from redline.verifiers.hf_prm import MATH_SHEPHERD_TAG  # noqa: E402
 from tests.conftest import scripted_runtime  # noqa: E402
 from tests.test_verifier_hf_prm import tiny_tokenizer  # noqa: E402
@@ -81,6 +82,24 @@ async def test_train_prm_then_hf_prm_scores_each_step(tiny_base, tmp_path):
     assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
     before = await runtime.verifier(f"hf-prm:{tiny_base}").score(QUESTION, STEPS)
     assert scores[0] - scores[1] > before[0] - before[1] + 0.05  # the right step now clearly above the wrong one
+
+
+def test_the_cut_is_fitted_on_the_held_out_solutions_and_hf_prm_uses_it(tiny_base, tmp_path):
+    right = ["2 * 3 = 6", "the answer is 6 ."]
+    data = tmp_path / "both.jsonl"
+    data.write_text("".join(json.dumps({"prompt": QUESTION, "completions": steps, "labels": labels}) + "\n"
+                            for steps, labels in [(STEPS, [True, False]), (right, [True, True])] * 10))
+    out = tmp_path / "prm"
+    (out).mkdir()
+    (out / CALIBRATION_FILE).write_text('{"center": 0.9}')  # a stale cut of an earlier model is replaced
+    run = CliRunner().invoke(app, ["train", "prm", str(data), "--base", str(tiny_base), "-o", str(out),
+                                   "--max-steps", "2", "--lr", "0.01", "--val-fraction", "0.5"])
+    assert run.exit_code == 0, run.output
+    fitted = json.loads((out / CALIBRATION_FILE).read_text())
+    assert fitted["solutions"] == 10 and fitted["center"] != 0.9 and "held out of training" in fitted["fitted_on"]
+    assert f"cut: raw {fitted['center']:.3f} maps to 0.5" in (out / "README.md").read_text()
+    assert "cut fitted on the held-out solutions" in run.output
+    assert scripted_runtime(["unused"]).verifier(f"hf-prm:{out}").center == fitted["center"]
 
 
 def test_one_class_labels_are_one_line_and_exit_2(tiny_base, tmp_path):

@@ -59,6 +59,9 @@ def prm(
                   f"optimiser steps, {report.seen} solutions seen) in {report.seconds:.0f}s; "
                   f"held-out step AUROC {auc(report.val_auroc_before)} -> {auc(report.val_auroc_after)} -> {out}",
                   highlight=False)
+    if report.cut is not None:
+        console.print(f"cut fitted on the held-out solutions: raw {report.cut.center:.3f} -> 0.5 "
+                      f"(ProcessBench F1 {100 * report.cut.f1:.1f}%)", highlight=False)
     console.print(f"use it with --verifier hf-prm:{out}", highlight=False)
     if export is not None:
         _export(str(out), export[1], "bfloat16")
@@ -77,8 +80,9 @@ def _export(prm_path: str, out: Path, dtype: str) -> None:
     report = export_for_vllm(prm_path, out, dtype)
     console.print(f"exported {report.architecture} ({report.parameters / 1e6:.0f}M parameters, {report.dtype}, "
                   f"step tag {report.tag!r} = token {report.tag_id}) -> {out}", highlight=False)
+    cut = "" if report.center is None else f",center={report.center:g}"
     console.print(f"serve it with: vllm serve {out} --runner pooling; score with --verifier "
-                  f"\"remote-prm:{out},base_url=URL,format=token-classify\"", highlight=False)
+                  f"\"remote-prm:{out},base_url=URL,format=token-classify{cut}\"", highlight=False)
 
 
 def prm_export(

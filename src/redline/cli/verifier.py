@@ -1,4 +1,5 @@
-"""`redline verifier label|train|eval|plant`: make step labels, train the learned PRM, measure verifiers."""
+"""`redline verifier label|train|eval|calibrate|plant`: make step labels, train the learned PRM, measure and
+calibrate verifiers."""
 
 from __future__ import annotations
 
@@ -116,6 +117,41 @@ def eval_command(
               f"{report.calls} model calls, {report.tokens} tokens; threshold {threshold}")
     if as_json is not None:
         as_json.write_text(json.dumps(report.to_dict(), indent=1))
+
+
+@verifier_app.command("calibrate")
+def calibrate(
+    prm: Annotated[Path, typer.Argument(help="A PRM folder that hf-prm loads (`redline train prm` output, an exported or downloaded model).")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Step-labelled JSONL the PRM was not trained on (`verifier plant --start` past its training lines, or `verifier label`).")],
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N solutions.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Solutions scored at once.")] = 8,
+) -> None:
+    """Fit where the PRM's scores are cut (the best ProcessBench F1 on DATA) and write it next to the model."""
+    from redline.errors import RedlineError
+    from redline.train.records import read_labeled
+    from redline.train.verifier_eval import evaluate
+    from redline.verifiers.calibration import cut_at, fit_center, write_cut
+    from redline.verifiers.hf_prm import HfPrmParams, HfPrmVerifier, load_prm
+
+    if not prm.is_dir():
+        raise RedlineError(f"no PRM folder at {prm}")
+    loaded = read_labeled(data)
+    _report_bad_lines(data, loaded.bad_lines)
+    records = [r for r in (loaded.records[:limit] if limit else loaded.records) if r.label is not None]
+    params = HfPrmParams(path=str(prm), center=0.5)  # the raw scores, whatever cut the folder holds now
+    with console.status(f"loading {prm} ..."):
+        instance = HfPrmVerifier(load_prm(params), params)
+    with console.status(f"scoring {len(records)} solutions with {prm} ..."):
+        report = run_async(evaluate(instance, records, 0.5, concurrency))
+    scores = [list(j.scores) for j in report.judged]
+    labels = [j.record.label for j in report.judged]
+    raw, cut = cut_at(scores, labels, 0.5), fit_center(scores, labels)
+    path = write_cut(prm, cut, f"{len(records)} solutions of {data}")
+    for name, c in (("raw 0.5", raw), (f"fitted {cut.center:.3f}", cut)):
+        out.print(f"cut at {name}: ProcessBench F1 {100 * c.f1:.1f}% (first error exact {100 * c.error_accuracy:.1f}%, "
+                  f"right solutions kept {100 * c.correct_accuracy:.1f}%)", highlight=False, soft_wrap=True)
+    console.print(f"wrote {path}; hf-prm:{prm} now cuts at the fitted center (center=0.5 restores raw scores)",
+                  highlight=False, soft_wrap=True)
 
 
 @verifier_app.command("plant")

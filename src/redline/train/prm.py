@@ -19,7 +19,8 @@ Data, one JSONL row each, in either format:
   the steps from the first error on are labelled wrong, as Math-Shepherd labels them: a prefix
   that holds a wrong step no longer reaches the gold answer.
 A share of the solutions (`val_fraction`) is held out and scored before and after training:
-the step AUROC on it goes into the model card.
+the step AUROC on it goes into the model card, and the cut with the best ProcessBench F1 on it
+is written next to the adapter (`verifiers.calibration`), where `hf-prm` finds it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from redline.train.adapters import lora_config
 from redline.train.loop import Plan, fit, hidden_states, output_head
 from redline.train.precision import pick_precision
 from redline.train.records import LabeledSolution, parse_record
+from redline.verifiers.calibration import CALIBRATION_FILE, Cut, fit_center, write_cut
 from redline.verifiers.hf_prm import encode_input, label_ids, step_tag
 
 
@@ -78,6 +80,7 @@ class PrmReport:
     val_auroc_before: float | None
     val_auroc_after: float | None
     tag: str  # the step tag the inputs carry (one vocabulary token of the base)
+    cut: Cut | None  # the center fitted on the held-out solutions (None: too few to fit)
 
 
 def from_record(record: LabeledSolution) -> StepwiseExample | None:
@@ -159,20 +162,36 @@ def _tag_logprobs(model: Any, batch: Sequence[_Encoded], pad_id: int, good: int,
     return torch.log_softmax(pair.float(), dim=-1)
 
 
-def _auroc(model: Any, items: list[_Encoded], pad_id: int, good: int, bad: int, device: str,
-           size: int) -> float | None:
+def _val_scores(model: Any, items: list[_Encoded], pad_id: int, good: int, bad: int, device: str,
+                size: int) -> list[list[float]]:
+    """P('+') at every labelled step of each held-out solution."""
     import torch
+
+    flat: list[float] = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(items), size):
+            flat += _tag_logprobs(model, items[i: i + size], pad_id, good, bad, device)[:, 0].exp().tolist()
+    it = iter(flat)
+    return [[next(it) for _ in e.positions] for e in items]
+
+
+def _auroc(items: list[_Encoded], scores: list[list[float]]) -> float | None:
     from sklearn.metrics import roc_auc_score
 
     y = [int(t >= 0.5) for e in items for t in e.targets]
     if len(set(y)) < 2:
         return None
-    scores: list[float] = []
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(items), size):
-            scores += _tag_logprobs(model, items[i: i + size], pad_id, good, bad, device)[:, 0].exp().tolist()
-    return float(roc_auc_score(y, scores))
+    return float(roc_auc_score(y, [s for row in scores for s in row]))
+
+
+def _fit_cut(items: list[_Encoded], scores: list[list[float]]) -> Cut | None:
+    """The center with the best ProcessBench F1 on the held-out solutions (first step labelled
+    below 0.5 is the error); None when they lack right or wrong solutions."""
+    labels = [next((i for i, t in enumerate(e.targets) if t < 0.5), -1) for e in items]
+    if not any(y >= 0 for y in labels) or not any(y < 0 for y in labels):
+        return None
+    return fit_center(scores, labels)
 
 
 def _lora(model: Any, settings: PrmSettings) -> Any:
@@ -210,7 +229,7 @@ def train_prm(examples: Sequence[StepwiseExample], base: str, out: Path, setting
                            "add planted errors or more labelled problems")
     model = lora_model(loaded, settings.rank, settings.seed, _lora(loaded.model, settings))
     pad_id = tokenizer.pad_token_id
-    before = _auroc(model, val, pad_id, good, bad, device, settings.batch_size)
+    before = _auroc(val, _val_scores(model, val, pad_id, good, bad, device, settings.batch_size))
 
     def loss(model: Any, batch: list[_Encoded]) -> Any:
         logp = _tag_logprobs(model, batch, pad_id, good, bad, device)
@@ -223,16 +242,28 @@ def train_prm(examples: Sequence[StepwiseExample], base: str, out: Path, setting
     figures = fit(model, fit_on, loss, lambda e: len(e.ids), plan, pick_precision(device, settings.precision),
                   None, None, say)
     losses = figures.losses
-    after = _auroc(model, val, pad_id, good, bad, device, settings.batch_size)
+    val_scores = _val_scores(model, val, pad_id, good, bad, device, settings.batch_size)
+    cut = _fit_cut(val, val_scores)
     save_adapter(model, out, loaded.name)
+    (out / CALIBRATION_FILE).unlink(missing_ok=True)  # a cut fitted for an earlier model in `out`
+    if cut is not None:
+        write_cut(out, cut, f"{len(val)} solutions held out of training")
     return PrmReport(
         examples=len(fit_on), steps=len(targets), positive_share=sum(t >= 0.5 for t in targets) / len(targets),
         optimiser_steps=figures.steps, planned_steps=plan.total_steps(len(fit_on)), seen=figures.rows,
         seconds=time.perf_counter() - t0,
         first_loss=losses[0] if losses else None,
         last_loss=sum(losses[-10:]) / len(losses[-10:]) if losses else None,
-        val_steps=sum(len(e.targets) for e in val), val_auroc_before=before, val_auroc_after=after,
-        tag=step_tag(tokenizer))
+        val_steps=sum(len(e.targets) for e in val), val_auroc_before=before,
+        val_auroc_after=_auroc(val, val_scores), tag=step_tag(tokenizer), cut=cut)
+
+
+def _cut_line(cut: Cut | None) -> str:
+    if cut is None:
+        return "- cut: none fitted (the held-out solutions lack right or wrong ones); scores cut at 0.5 raw"
+    return (f"- cut: raw {cut.center:.3f} maps to 0.5 (`redline_calibration.json`), fitted on the "
+            f"{cut.solutions} held-out solutions: ProcessBench F1 {100 * cut.f1:.1f}% (first error exact "
+            f"{100 * cut.error_accuracy:.1f}%, right solutions kept {100 * cut.correct_accuracy:.1f}%)")
 
 
 def write_card(out: Path, base: str, sources: Sequence[tuple[Path, int, str]], settings: PrmSettings,
@@ -254,6 +285,7 @@ def write_card(out: Path, base: str, sources: Sequence[tuple[Path, int, str]], s
         f"{report.first_loss if report.first_loss is None else round(report.first_loss, 3)} (first batch) -> "
         f"{report.last_loss if report.last_loss is None else round(report.last_loss, 3)} (last 10)",
         f"- held-out step AUROC: {auc(report.val_auroc_before)} before training, {auc(report.val_auroc_after)} after",
+        _cut_line(report.cut),
     ]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -18,8 +18,10 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redline.errors import RedlineError
+from redline.verifiers.calibration import CALIBRATION_FILE
 from redline.verifiers.hf_prm import TAG_CONFIG_KEY, HfPrmParams, label_ids, load_prm
 
 LABELS = {0: "wrong", 1: "right"}  # vLLM's rows are [p_negative, p_positive]
@@ -34,6 +36,23 @@ class ExportReport:
     dtype: str
     parameters: int
     bytes: int
+    center: float | None  # the fitted cut copied with the model (verifiers.calibration)
+
+
+def classifier_config(causal_config: Any, architecture: str, tag: str) -> Any:
+    """The token classifier's config from the causal LM's. A quantisation the source was loaded with
+    (the embedded GGUF base) is dropped: the weights are written dense, and vLLM refuses to load a
+    folder whose config names `gguf` ("Unknown quantization method")."""
+    config = causal_config.__class__.from_dict(causal_config.to_dict())
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.architectures = [architecture]
+    config.num_labels = 2
+    config.id2label, config.label2id = dict(LABELS), {v: k for k, v in LABELS.items()}
+    config.token_classification_bias = False
+    config.tie_word_embeddings = False  # the classifier has no output embeddings to tie
+    setattr(config, TAG_CONFIG_KEY, tag)
+    return config
 
 
 def export_for_vllm(prm: str, out: Path, dtype: str = "bfloat16") -> ExportReport:
@@ -50,14 +69,8 @@ def export_for_vllm(prm: str, out: Path, dtype: str = "bfloat16") -> ExportRepor
     head = causal.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise RedlineError("the PRM's output head has a bias; vLLM's token-classification head has none")
-    config = causal.config.__class__.from_dict(causal.config.to_dict())
     architecture = type(causal).__name__.removesuffix("ForCausalLM") + "ForTokenClassification"
-    config.architectures = [architecture]
-    config.num_labels = 2
-    config.id2label, config.label2id = dict(LABELS), {v: k for k, v in LABELS.items()}
-    config.token_classification_bias = False
-    config.tie_word_embeddings = False  # the classifier has no output embeddings to tie
-    setattr(config, TAG_CONFIG_KEY, loaded.tag)
+    config = classifier_config(causal.config, architecture, loaded.tag)
     try:
         model = AutoModelForTokenClassification.from_config(config)
     except ValueError as e:
@@ -71,10 +84,12 @@ def export_for_vllm(prm: str, out: Path, dtype: str = "bfloat16") -> ExportRepor
         shutil.rmtree(out)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    if loaded.center is not None:  # the fitted cut travels with the model
+        shutil.copy(Path(prm) / CALIBRATION_FILE, out / CALIBRATION_FILE)
     tag_id = tokenizer.convert_tokens_to_ids(loaded.tag)
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     report = ExportReport(out, architecture, loaded.tag, tag_id, dtype, sum(p.numel() for p in model.parameters()),
-                          size)
+                          size, loaded.center)
     write_card(report, Path(prm))
     return report
 
@@ -99,7 +114,8 @@ def write_card(report: ExportReport, source: Path) -> Path:
         f"- `POST /pooling` with `\"task\": \"token_classify\"` answers one [p_{LABELS[0]}, p_{LABELS[1]}] row per "
         "token (or per tag).", "",
         "## Use it from redline",
-        f"- through vLLM: `--verifier \"remote-prm:{out},base_url=http://127.0.0.1:8000,format=token-classify\"` "
+        f"- through vLLM: `--verifier \"remote-prm:{out},base_url=http://127.0.0.1:8000,format=token-classify"
+        f"{'' if report.center is None else f',center={report.center:g}'}\"` "
         "(the model name is the path vLLM was given, or its `--served-model-name`)",
         f"- in process: `--verifier hf-prm:{out}`",
     ]

@@ -22,6 +22,10 @@ forward pass, and only the two output rows that matter are computed, at the tags
 CPU with bf16 instructions (avx512_bf16 or AMX) and on GPUs the model runs in bfloat16.
 The model loads once per runtime; `trust_remote_code` is off unless asked.
 
+Cut: where a model folder holds a fitted center (`redline train prm` and `redline verifier
+calibrate` write one; see `verifiers.calibration`), scores are shifted in log-odds so that it
+falls at 0.5; `center=` overrides it (`center=0.5`: the raw scores).
+
 A PEFT adapter folder (adapter_config.json, as `redline train prm` writes) loads through the
 local backend's `load_model`, which merges the LoRA into the base it names; its format is
 math-shepherd.
@@ -46,6 +50,7 @@ from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.verifiers.base import clamp01
 from redline.verifiers.batching import MicroBatcher
+from redline.verifiers.calibration import CALIBRATION_FILE, read_center, recenter
 
 MATH_SHEPHERD_TAG, GOOD, BAD = "ки", "+", "-"
 QWEN_SEPARATOR = "<extra_0>"
@@ -66,6 +71,9 @@ class HfPrmParams(Params):
     trust_remote_code: bool = Field(False, description="allow the model's own code (needed by Qwen2.5-Math-PRM)")
     max_length: int = Field(4096, ge=16, description="longer inputs are cut; steps past the cut score neutral")
     neutral: float = Field(0.5, ge=0, le=1, description="score of a step cut off by max_length")
+    center: float | None = Field(None, gt=0, lt=1, description=(
+        "the raw score that maps to 0.5 (StepCo's cut); default: the one fitted next to the model "
+        f"({CALIBRATION_FILE}), else 0.5"))
 
 
 @dataclass
@@ -75,6 +83,7 @@ class LoadedPrm:
     format: str
     device: str
     tag: str  # the step tag the input carries
+    center: float | None = None  # the fitted cut found next to the model (verifiers.calibration)
 
 
 def _resolve(path: str) -> str:
@@ -160,7 +169,8 @@ def _load_adapter(source: str, params: HfPrmParams) -> LoadedPrm:
         raise RedlineError(f"hf-prm: cannot load {params.path!r}: {e}") from None
     dtype = pick_dtype(params.dtype, lm.device)
     model = lm.model if lm.model.dtype == dtype else copy.deepcopy(lm.model).to(dtype)
-    return LoadedPrm(model, lm.tokenizer, "math-shepherd", lm.device, step_tag(lm.tokenizer))
+    return LoadedPrm(model, lm.tokenizer, "math-shepherd", lm.device, step_tag(lm.tokenizer),
+                     read_center(Path(source)))
 
 
 def load_prm(params: HfPrmParams) -> LoadedPrm:
@@ -202,7 +212,8 @@ def load_prm(params: HfPrmParams) -> LoadedPrm:
     except Exception as e:  # a missing or corrupt weights file is one line, not a traceback
         raise RedlineError(f"hf-prm: cannot load {params.path!r} as {fmt}: {_first_line(e)}") from None
     model.eval()
-    return LoadedPrm(model, tokenizer, fmt, device, tag)
+    local = Path(source)
+    return LoadedPrm(model, tokenizer, fmt, device, tag, read_center(local) if local.is_dir() else None)
 
 
 def _clean(text: str, tag: str) -> str:
@@ -291,6 +302,7 @@ class HfPrmVerifier:
         self.loaded = loaded
         self.params = params
         self.neutral = params.neutral  # steps past max_length; the sanity rules cap all-neutral solutions
+        self.center = params.center if params.center is not None else loaded.center
         if loaded.format == "math-shepherd":
             self.good_id, self.bad_id = label_ids(loaded.tokenizer)
         self.batcher: MicroBatcher[tuple[str, list[str]], list[float]] = MicroBatcher(
@@ -356,7 +368,10 @@ class HfPrmVerifier:
         with torch.inference_mode():
             hidden = self._hidden(rows, shared if shared >= MIN_SHARED else 0)
             picked = torch.stack([hidden[b][p] for b, p in at]) if at else hidden[0][:0]
-            probs = iter(torch.softmax(self._pair_logits(picked), dim=-1)[:, 0].cpu().tolist())
+            probs = torch.softmax(self._pair_logits(picked), dim=-1)[:, 0].cpu().tolist()
+        if self.center not in (None, 0.5):
+            probs = [recenter(p, self.center) for p in probs]
+        probs = iter(probs)
         if any(p is None for _, positions in encoded for p in positions):
             warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
                           "steps past the cut get the neutral score", stacklevel=2)

@@ -55,6 +55,7 @@ from redline.errors import BackendError, RedlineError
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.verifiers.base import clamp01
+from redline.verifiers.calibration import recenter
 from redline.verifiers.batching import MicroBatcher
 from redline.verifiers.hf_prm import STEP_TAGS, build_input, single_token_id
 
@@ -73,6 +74,8 @@ class RemotePrmParams(Params):
     max_in_flight: int = Field(4, ge=1, description="most requests in flight per endpoint")
     timeout_s: float = Field(60.0, gt=0, description="per request")
     max_retries: int = Field(4, ge=0, description="retries of a failed request, on other endpoints first")
+    center: float = Field(0.5, gt=0, lt=1, description="the raw score that maps to 0.5: the `center` in the "
+                          "model's redline_calibration.json (the server's files stay out of reach)")
 
 
 class ChatML:
@@ -195,7 +198,9 @@ class RemotePrmVerifier:
             if fmt == "token-classify":
                 rows = tag_rows(rows, body["input"][i], tag_id)
             try:
-                results.append(step_scores(fmt, rows, len(steps)))
+                scores = step_scores(fmt, rows, len(steps))
+                results.append(scores if self.params.center == 0.5
+                               else [recenter(x, self.params.center) for x in scores])
             except ValueError as e:
                 results.append(BackendError(f"remote-prm: malformed reply from {url}: {e}"))
         return results
