@@ -17,6 +17,7 @@ TokenizeCompletionRequest and TokenizeResponse for POST /tokenize, DetokenizeReq
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ class TokenClassifier:
     def __init__(self, path: Path) -> None:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+        quantisation = json.loads((path / "config.json").read_text()).get("quantization_config") or {}
+        if quantisation.get("quant_method") == "gguf":  # as vLLM refuses it at start-up
+            raise ValueError("Unknown quantization method: gguf")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForTokenClassification.from_pretrained(path, dtype="float32").eval()
 

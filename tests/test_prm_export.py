@@ -171,6 +171,17 @@ def test_a_quantised_source_exports_a_dense_config():
     assert "quantization_config" in source.to_dict()  # the loaded model's own config is left alone
 
 
+def test_the_pooling_stand_in_refuses_a_gguf_config_as_vllm_does(exported, tmp_path):
+    import shutil
+
+    folder = tmp_path / "quantised"
+    shutil.copytree(exported.out, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "gguf"}}))
+    with pytest.raises(ValueError, match="Unknown quantization method: gguf"):
+        create_pooling_app(PoolingControl(), "redline-prm", folder)
+
+
 def test_missing_or_corrupt_weights_are_one_line_errors(exported, tmp_path):
     import shutil
 
