@@ -180,7 +180,9 @@ def load_prm(params: HfPrmParams) -> LoadedPrm:
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification, \
         AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per load would interleave with the caller's own output
     device = ("cuda" if torch.cuda.is_available() else "cpu") if params.device == "auto" else params.device
     if device == "cuda" and not torch.cuda.is_available():
         raise RedlineError("hf-prm: device=cuda asked for, but no GPU is available")
@@ -368,10 +370,9 @@ class HfPrmVerifier:
         with torch.inference_mode():
             hidden = self._hidden(rows, shared if shared >= MIN_SHARED else 0)
             picked = torch.stack([hidden[b][p] for b, p in at]) if at else hidden[0][:0]
-            probs = torch.softmax(self._pair_logits(picked), dim=-1)[:, 0].cpu().tolist()
-        if self.center not in (None, 0.5):
-            probs = [recenter(p, self.center) for p in probs]
-        probs = iter(probs)
+            raw = torch.softmax(self._pair_logits(picked), dim=-1)[:, 0].cpu().tolist()
+        center = self.center
+        probs = iter(raw if center in (None, 0.5) else [recenter(p, center) for p in raw])
         if any(p is None for _, positions in encoded for p in positions):
             warnings.warn(f"hf-prm: input longer than max_length={self.params.max_length}; "
                           "steps past the cut get the neutral score", stacklevel=2)

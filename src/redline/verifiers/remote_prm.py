@@ -55,8 +55,8 @@ from redline.errors import BackendError, RedlineError
 from redline.registry import VERIFIERS, Params
 from redline.runtime import Runtime
 from redline.verifiers.base import clamp01
-from redline.verifiers.calibration import recenter
 from redline.verifiers.batching import MicroBatcher
+from redline.verifiers.calibration import recenter
 from redline.verifiers.hf_prm import STEP_TAGS, build_input, single_token_id
 
 MATH_SHEPHERD_ISSUE = "https://github.com/vllm-project/vllm/issues/13559"
