@@ -121,7 +121,7 @@ def eval_command(
 
 @verifier_app.command("calibrate")
 def calibrate(
-    prm: Annotated[Path, typer.Argument(help="A PRM folder that hf-prm loads (`redline train prm` output, an exported or downloaded model).")],
+    prm: Annotated[Path, typer.Argument(metavar="PRM", help="A PRM folder that hf-prm loads (`redline train prm` output, an exported or downloaded model).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Step-labelled JSONL the PRM was not trained on (`verifier plant --start` past its training lines, or `verifier label`).")],
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N solutions.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Solutions scored at once.")] = 8,
