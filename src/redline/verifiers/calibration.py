@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from redline.errors import RedlineError
+from redline.verifiers.base import first_error
 
 CALIBRATION_FILE = "redline_calibration.json"
 CANDIDATES = 512  # thresholds tried: quantiles of the observed step scores
@@ -47,14 +48,9 @@ def recenter(score: float, center: float) -> float:
     return 1 / (1 + math.exp(-(_logit(score) - _logit(center))))
 
 
-def first_errors(scores: Sequence[Sequence[float]], threshold: float) -> list[int]:
-    """Each solution's first step below `threshold`, -1 when none is."""
-    return [next((i for i, s in enumerate(row) if s < threshold), -1) for row in scores]
-
-
 def cut_at(scores: Sequence[Sequence[float]], labels: Sequence[int], threshold: float) -> Cut:
     """The ProcessBench figures of cutting at `threshold`; `labels` are first-error indices, -1 none."""
-    predicted = first_errors(scores, threshold)
+    predicted = [-1 if (i := first_error(row, threshold)) is None else i for row in scores]
     wrong = [p == y for p, y in zip(predicted, labels) if y >= 0]
     right = [p == -1 for p, y in zip(predicted, labels) if y < 0]
     if not wrong or not right:
