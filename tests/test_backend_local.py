@@ -190,3 +190,18 @@ def test_the_fixture_adapter_resolves_to_the_embedded_base():
     source = resolve_model(str(fixture))
     assert (source.directory, source.gguf) == (embedded_model_path().parent, embedded_model_path().name)
     assert source.adapter == fixture.resolve()
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "transformers"])
+def test_an_adapter_with_corrupt_weights_is_a_one_line_error(tmp_path, monkeypatch, engine):
+    from redline.backends.local import LocalBackend
+    from redline.errors import BackendError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no converted copy of a good adapter to reuse
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "adapter_config.json").write_text((fixture_adapter() / "adapter_config.json").read_text())
+    (corrupt / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(BackendError, match=r"adapter .*corrupt.*header") as failure:
+        LocalBackend(str(corrupt), engine=engine).load()
+    assert "\n" not in str(failure.value)

@@ -73,7 +73,7 @@ def _permute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 def convert(adapter: Path, base: Path, out: Path) -> None:
     """Write the GGUF LoRA of the PEFT adapter folder `adapter` (over the GGUF `base`) to `out`."""
     import gguf
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         config = json.loads((adapter / "adapter_config.json").read_text())
@@ -89,7 +89,11 @@ def convert(adapter: Path, base: Path, out: Path) -> None:
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as weights:
+    try:
+        weights = safe_open(str(adapter / "adapter_model.safetensors"), framework="pt")
+    except (SafetensorError, OSError) as exc:
+        raise BackendError(f"adapter {adapter}: unreadable adapter_model.safetensors ({exc})") from None
+    with weights:
         for key in sorted(weights.keys()):
             match = _NAME.match(key)
             if match is None or match.group(2) not in _MODULES:

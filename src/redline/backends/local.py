@@ -145,10 +145,15 @@ def _load(source: ModelSource) -> LoadedModel:
         import warnings
 
         from peft import PeftModel
+        from safetensors import SafetensorError
 
         with warnings.catch_warnings():  # PEFT calls a transformers method renamed in v5; nothing to act on
             warnings.filterwarnings("ignore", ".*gradient_checkpointing.* is deprecated", FutureWarning)
-            lm = PeftModel.from_pretrained(lm, str(source.adapter)).merge_and_unload()
+            try:
+                lm = PeftModel.from_pretrained(lm, str(source.adapter)).merge_and_unload()
+            except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:  # corrupt or foreign weights
+                first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise BackendError(f"cannot load the adapter {source.adapter}: {first_line}") from None
     lm = lm.to(device)
     lm.eval()
     if tokenizer.pad_token_id is None:
