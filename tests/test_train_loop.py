@@ -104,6 +104,27 @@ def test_length_grouping_gives_the_same_loss(tiny_base, files):
     assert totals[True] == pytest.approx(totals[False], rel=1e-5)
 
 
+def test_micro_batches_take_the_whole_batchs_step(tiny_base, files, tmp_path):
+    """Rows of mixed answer lengths: one pass per row makes the very step of one pass of all four,
+    and the run's identity leaves the micro-batch out, so a run can resume with another one."""
+    from safetensors.torch import load_file
+
+    from redline.train.adapters import run_record
+
+    data = read_training_data(files["train"])
+    _, rows = _rows(str(tiny_base), data)
+    assert len({r.answer_tokens for r in rows}) > 1  # a plain mean of the micro-batches' means would differ
+    runs = {}
+    for micro in (4, 1):
+        settings = replace(FAST, lr=1e-2, batch_size=4, micro_batch=micro, max_steps=3, precision="float32")
+        result = train_sft(data, str(tiny_base), tmp_path / str(micro), settings, "x", lambda line: None)
+        runs[micro] = result.figures.losses, load_file(str(tmp_path / str(micro) / "adapter_model.safetensors"))
+    assert runs[1][0] == pytest.approx(runs[4][0], rel=1e-5)
+    for name, weight in runs[4][1].items():
+        torch.testing.assert_close(runs[1][1][name].float(), weight.float(), rtol=1e-2, atol=1e-4)
+    assert run_record("sft", "sha", "base", replace(FAST, micro_batch=1)) == run_record("sft", "sha", "base", FAST)
+
+
 def test_schedule_is_transformers_own():
     from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 

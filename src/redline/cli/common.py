@@ -24,6 +24,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model: f
 BaseUrlOpt = Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible server URL; repeat it (or separate with commas) for replicas of one model: requests go to the least busy, fail over, and a dead one is probed back in (default: $OPENAI_BASE_URL, comma-separated). The key comes from $OPENAI_API_KEY.")]
 MaxTokensOpt = Annotated[int, typer.Option("--max-tokens", min=1, help="Most new tokens per generation call.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Base seed; sampled calls derive their seeds from it, so runs repeat.")]
+MicroBatchOpt = Annotated[int, typer.Option("--micro-batch", min=1, help="Examples per forward pass: their gradients add up to the batch's, so the step is the same and memory follows this; lower it when training runs out of memory (a resumed run may change it).")]
 MemoryOpt = Annotated[Optional[Path], typer.Option("--memory", help="Memory store (SQLite). Default: ~/.redline/memory.db.")]
 StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="Strategy spec, e.g. 'cot', 'sc:n=8', 'stepco:threshold=0.6', 'stepco+boost'. See `redline strategies`.")]
 

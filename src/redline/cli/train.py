@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from redline.cli import train_prm
-from redline.cli.common import console
+from redline.cli.common import MicroBatchOpt, console
 
 train_app = typer.Typer(help="Train adapters and process reward models on redline's own data (PEFT LoRA).",
                         no_args_is_help=True)
@@ -32,7 +32,7 @@ def _say(line: str) -> None:
 
 
 def _settings(epochs: float, lr: float, rank: int, max_examples: int | None, seed: int, batch_size: int,
-              max_steps: int, precision: str) -> "TrainSettings":
+              micro_batch: int, max_steps: int, precision: str) -> "TrainSettings":
     from redline.errors import RedlineError
     from redline.train.adapters import TrainSettings
     from redline.train.precision import PRECISIONS
@@ -40,7 +40,8 @@ def _settings(epochs: float, lr: float, rank: int, max_examples: int | None, see
     if precision not in PRECISIONS:
         raise RedlineError(f"--precision: unknown {precision!r}; use one of {', '.join(PRECISIONS)}")
     return TrainSettings(epochs=epochs, lr=lr, rank=rank, max_examples=max_examples, seed=seed,
-                         batch_size=batch_size, max_steps=max_steps if max_steps > 0 else -1, precision=precision)
+                         batch_size=batch_size, micro_batch=micro_batch, max_steps=max_steps if max_steps > 0 else -1,
+                         precision=precision)
 
 
 @train_app.command("sft")
@@ -55,6 +56,7 @@ def sft(
     max_examples: MaxExamplesOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
+    micro_batch: MicroBatchOpt = 8,
     max_steps: MaxStepsOpt = 0,
     precision: PrecisionOpt = "auto",
 ) -> None:
@@ -64,7 +66,7 @@ def sft(
     from redline.train.data import check_no_overlap, read_training_data
 
     resolve_model_path(base)
-    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps, precision)
+    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, micro_batch, max_steps, precision)
     training = read_training_data(data, max_examples, seed)
     check_no_overlap([e.question for e in training.examples], dev)
     _quiet()
@@ -86,6 +88,7 @@ def dpo(
     max_examples: MaxExamplesOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
+    micro_batch: MicroBatchOpt = 8,
     max_steps: MaxStepsOpt = 0,
     precision: PrecisionOpt = "auto",
 ) -> None:
@@ -98,7 +101,7 @@ def dpo(
     from redline.train.dpo import read_pairs
 
     resolve_model_path(base)
-    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps, precision)
+    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, micro_batch, max_steps, precision)
     pairs = read_pairs(data)
     if max_examples is not None and max_examples < len(pairs):
         pairs = random.Random(seed).sample(pairs, max_examples)
@@ -127,6 +130,7 @@ def rft(
     max_examples: MaxExamplesOpt = None,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 8,
+    micro_batch: MicroBatchOpt = 8,
     max_steps: MaxStepsOpt = 0,
     precision: PrecisionOpt = "auto",
 ) -> None:
@@ -139,7 +143,7 @@ def rft(
     from redline.train.rft import RftSettings, run_rft
 
     resolve_model_path(base)
-    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, max_steps, precision)
+    settings = _settings(epochs, lr, rank, max_examples, seed, batch_size, micro_batch, max_steps, precision)
     training = read_training_data(data, max_examples, seed)  # refuses bad lines and problems without solutions
     check_no_overlap([e.question for e in training.examples], dev)
     dev_problems = read_dataset(dev, limit=dev_limit).problems

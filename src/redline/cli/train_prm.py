@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from redline.cli.common import console
+from redline.cli.common import MicroBatchOpt, console
 
 
 def prm(
@@ -20,6 +20,7 @@ def prm(
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (linear decay to 0).")] = 2e-4,
     rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank (alpha = 2 x rank).")] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Solutions per optimiser step.")] = 8,
+    micro_batch: MicroBatchOpt = 8,
     max_length: Annotated[int, typer.Option("--max-length", min=16, help="Longer inputs are cut; their later steps are left out.")] = 512,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of solutions held out for the before/after step AUROC.")] = 0.1,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many optimiser steps (> 0; for smoke runs).")] = 0,
@@ -49,9 +50,9 @@ def prm(
     if not examples:
         raise RedlineError("no usable training rows in " + ", ".join(str(p) for p in data))
     check_no_overlap([e.prompt for e in examples], dev)
-    settings = PrmSettings(epochs=epochs, lr=lr, rank=rank, batch_size=batch_size, max_length=max_length,
-                           val_fraction=val_fraction, seed=seed, max_steps=max_steps if max_steps > 0 else -1,
-                           top_layers=top_layers, max_minutes=max_minutes)
+    settings = PrmSettings(epochs=epochs, lr=lr, rank=rank, batch_size=batch_size, micro_batch=micro_batch,
+                           max_length=max_length, val_fraction=val_fraction, seed=seed,
+                           max_steps=max_steps if max_steps > 0 else -1, top_layers=top_layers, max_minutes=max_minutes)
     report = train_prm(examples, base, out, settings, lambda line: console.print(line, highlight=False))
     write_card(out, base, sources, settings, report, invocation())
     auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731

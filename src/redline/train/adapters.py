@@ -31,6 +31,7 @@ class TrainSettings:
     max_examples: int | None = None
     seed: int = 0
     batch_size: int = 8
+    micro_batch: int = 8  # rows per forward pass: bounds memory, leaves the step as it is (loop.batch_loss)
     max_length: int = 512
     max_steps: int = -1  # > 0 caps the optimiser steps (tests, smoke runs)
     save_steps: int = 25
@@ -99,7 +100,7 @@ def plan(settings: TrainSettings) -> Any:
 
     return Plan(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
                 max_steps=settings.max_steps, save_steps=settings.save_steps,
-                group_by_length=settings.group_by_length)
+                group_by_length=settings.group_by_length, micro_batch=settings.micro_batch)
 
 
 def resume_point(out: Path, run: dict[str, Any]) -> str | None:
@@ -119,8 +120,13 @@ def resume_point(out: Path, run: dict[str, Any]) -> str | None:
     return None
 
 
+_HOW_NOT_WHAT = ("micro_batch",)  # settings that change memory, not the run: a resume may change them
+
+
 def run_record(kind: str, data_sha256: str, base: str, settings: TrainSettings, **extra: Any) -> dict[str, Any]:
-    return {"kind": kind, "data_sha256": data_sha256, "base": base, **asdict(settings), **extra}
+    """What makes two runs the same run (checkpoints of one resume the other)."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in _HOW_NOT_WHAT}
+    return {"kind": kind, "data_sha256": data_sha256, "base": base, **fields, **extra}
 
 
 def save_adapter(model: Any, out: Path, base_name: str) -> Path:

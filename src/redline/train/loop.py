@@ -3,8 +3,9 @@
 Each trainer gives only a loss function over a batch of encoded rows; the loop owns the rest:
 batches of rows of similar length (little padding; attention never crosses rows), bf16 autocast
 where it pays (`precision`), AdamW with transformers' warm-up and cosine (or linear) schedule,
-gradient clipping, one progress line per step, a checkpoint every `save_steps` and on Ctrl-C, and
-resuming from the last checkpoint with the same data order. `hidden_states` runs a prompt prefix
+gradient clipping, micro-batches whose gradients add up to the batch's (memory follows the
+micro-batch, the step stays the batch's), one progress line per step, a checkpoint every
+`save_steps` and on Ctrl-C, and resuming from the last checkpoint with the same data order. `hidden_states` runs a prompt prefix
 that all rows of a batch share once, and no loss computes logits it does not read.
 Why not TRL's Trainer: see bench/train_speed.py, which measures both on the same rows.
 """
@@ -48,6 +49,7 @@ class Plan:
     decay: str = "cosine"  # or "linear"
     group_by_length: bool = True
     max_seconds: float | None = None  # stop (and save nothing extra) once this much wall time is spent
+    micro_batch: int = 0  # rows per forward pass (0: the whole batch); the step is the batch's either way
 
     def total_steps(self, rows: int) -> int:
         per_epoch = math.ceil(rows / self.batch_size)
@@ -135,12 +137,33 @@ def output_head(model: Any) -> Any:
     return lm.get_output_embeddings()
 
 
+def batch_loss(model: Any, batch: list[T], loss_fn: LossFn, weight: Callable[[T], float], micro_batch: int,
+               precision: Precision) -> float:
+    """Back-propagate `loss_fn` over `batch`, `micro_batch` rows per forward pass, and return the loss.
+
+    `loss_fn` is a mean over the units its rows carry (answer tokens, labelled steps, pairs) and
+    `weight(row)` counts a row's units, so each micro-batch's mean is scaled by its share of the
+    batch's units: the summed gradients are the whole batch's, while memory follows the micro-batch
+    (a batch of 32 GSM8K rows in one pass needed more than this machine's 24 GB)."""
+    size = micro_batch if micro_batch > 0 else len(batch)
+    chunks = [batch[i: i + size] for i in range(0, len(batch), size)]
+    total = sum(weight(x) for x in batch)
+    value = 0.0
+    for chunk in chunks:
+        with precision.autocast():
+            loss = loss_fn(model, chunk) * (sum(weight(x) for x in chunk) / total)
+        loss.backward()
+        value += float(loss.item())
+    return value
+
+
 def fit(model: Any, items: Sequence[T], loss_fn: LossFn, length: Callable[[T], int], plan: Plan,
         precision: Precision, checkpoints: Path | None, resume: str | None,
-        say: Callable[[str], None]) -> Figures:
+        say: Callable[[str], None], weight: Callable[[T], float] = lambda _: 1.0) -> Figures:
     """Fit the trainable parameters of `model` on `items` with `loss_fn`; returns this session's figures.
 
-    `length(item)` is the item's non-padding token count (batching and tokens/s). With
+    `length(item)` is the item's non-padding token count (batching and tokens/s); `weight(item)`
+    how many of the units `loss_fn` averages over it carries (see `batch_loss`). With
     `checkpoints`, a checkpoint is written there every `plan.save_steps` steps and at Ctrl-C
     (then Interrupted is raised); `resume` is a checkpoint to continue from."""
     import torch
@@ -166,14 +189,12 @@ def fit(model: Any, items: Sequence[T], loss_fn: LossFn, length: Callable[[T], i
             for batch in batches[offset:]:
                 for group in optimiser.param_groups:
                     group["lr"] = plan.lr_at(step, total)
-                with precision.autocast():
-                    loss = loss_fn(model, batch)
-                loss.backward()
+                loss = batch_loss(model, batch, loss_fn, weight, plan.micro_batch, precision)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimiser.step()
                 optimiser.zero_grad(set_to_none=True)
                 step += 1
-                progress.step(step, total, float(loss.item()), len(batch), sum(length(x) for x in batch))
+                progress.step(step, total, loss, len(batch), sum(length(x) for x in batch))
                 if checkpoints is not None and (stop.requested or (step % plan.save_steps == 0 and step < total)):
                     save_checkpoint(checkpoints, step, model, optimiser, {"total": total})
                 if stop.requested:

@@ -56,6 +56,7 @@ class PrmSettings:
     lr: float = 2e-4
     rank: int = 16
     batch_size: int = 8
+    micro_batch: int = 8  # solutions per forward pass (loop.batch_loss): bounds memory, not the step
     max_length: int = 512
     val_fraction: float = 0.1
     seed: int = 0
@@ -238,9 +239,10 @@ def train_prm(examples: Sequence[StepwiseExample], base: str, out: Path, setting
 
     budget = 60 * settings.max_minutes - (time.perf_counter() - t0) if settings.max_minutes else None
     plan = Plan(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=settings.seed,
-                max_steps=settings.max_steps, warmup=0.0, decay="linear", max_seconds=budget)
+                max_steps=settings.max_steps, warmup=0.0, decay="linear", max_seconds=budget,
+                micro_batch=settings.micro_batch)
     figures = fit(model, fit_on, loss, lambda e: len(e.ids), plan, pick_precision(device, settings.precision),
-                  None, None, say)
+                  None, None, say, weight=lambda e: len(e.targets))
     losses = figures.losses
     val_scores = _val_scores(model, val, pad_id, good, bad, device, settings.batch_size)
     cut = _fit_cut(val, val_scores)

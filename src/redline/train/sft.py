@@ -39,6 +39,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def answer_tokens(self) -> int:
+        """The tokens that carry loss: what `sft_loss` averages over."""
+        return len(self.ids) - self.start
+
 
 def encode_completion(tokenizer: Any, prompt_text: str, completion_text: str, max_length: int) -> Encoded | None:
     """Prompt then completion, cut at `max_length`; None when no completion token is left."""
@@ -79,13 +84,15 @@ def sft_loss(pad_id: int, device: str) -> Callable[[Any, list[Encoded]], Any]:
 
 
 def fit_lora(loaded: Base, settings: TrainSettings, run: dict[str, Any], rows: Sequence[Any], loss: LossFn,
-             length: Callable[[Any], int], out: Path, say: Callable[[str], None]) -> Figures:
+             length: Callable[[Any], int], out: Path, say: Callable[[str], None],
+             weight: Callable[[Any], float] = lambda _: 1.0) -> Figures:
     """Fit a fresh LoRA on `rows` with `loss` (resuming when `out` holds a checkpoint of this same
-    `run`) and save it in bf16 to `out`. Ctrl-C saves a checkpoint and raises Interrupted."""
+    `run`) and save it in bf16 to `out`. Ctrl-C saves a checkpoint and raises Interrupted.
+    `weight(row)`: the units of `loss`'s mean in a row (see `loop.batch_loss`)."""
     precision = pick_precision(loaded.device, settings.precision)
     resume = resume_point(out, run)
     model = lora_model(loaded, settings.rank, settings.seed)
-    figures = fit(model, rows, loss, length, plan(settings), precision, out / CHECKPOINTS, resume, say)
+    figures = fit(model, rows, loss, length, plan(settings), precision, out / CHECKPOINTS, resume, say, weight)
     save_adapter(model, out, loaded.name)
     return figures
 
@@ -100,7 +107,7 @@ def train_sft(data: TrainingData, base: str | Base, out: Path, settings: TrainSe
         raise RedlineError(f"no example keeps an answer token within {settings.max_length} tokens")
     run = run_record(kind, data.sha256, loaded.name, settings, examples=len(data.examples))
     figures = fit_lora(loaded, settings, run, rows, sft_loss(loaded.tokenizer.pad_token_id, loaded.device), len,
-                       out, say)
+                       out, say, lambda r: r.answer_tokens)
     write_card(out, f"{out.name}: SFT LoRA", kind, loaded.name, data.path, data.sha256, len(data.examples),
                settings, figures, command)
     return TrainResult(out, loaded.name, len(data.examples), figures)
