@@ -5,8 +5,9 @@ batches of rows of similar length (little padding; attention never crosses rows)
 where it pays (`precision`), AdamW with transformers' warm-up and cosine (or linear) schedule,
 gradient clipping, micro-batches whose gradients add up to the batch's (memory follows the
 micro-batch, the step stays the batch's), one progress line per step, a checkpoint every
-`save_steps` and on Ctrl-C, and resuming from the last checkpoint with the same data order. `hidden_states` runs a prompt prefix
-that all rows of a batch share once, and no loss computes logits it does not read.
+`save_steps` and on Ctrl-C, and resuming from the last checkpoint with the same data order.
+`hidden_states` runs a prompt prefix that all rows of a batch share once, and no loss computes
+logits it does not read.
 Why not TRL's Trainer: see bench/train_speed.py, which measures both on the same rows.
 """
 
