@@ -131,6 +131,21 @@ async def test_a_provider_measured_harmful_is_off_by_default_and_says_so(tmp_pat
     assert "Principles learned" in _system(runtime.backend.inner.requests[-1]) and result.answer == "5"
 
 
+async def test_a_strategy_learn_did_not_measure_follows_the_providers_measurement_with_another(tmp_path):
+    path = tmp_path / "memory.db"
+    store, _ = await _harmful_store(path)  # principles measured harmful with cot only
+    runtime = scripted_runtime(_principles_hurt, memory_path=path)
+    notes = memory_notes("stepco+principles", runtime, allow_harmful=False)
+    assert len(notes) == 1 and "'principles' is off: measured harmful, -100.0 points vs bare cot" in notes[0]
+    assert store.provider_effect("mistakes", "stepco") is None  # a provider never measured stays unmeasured
+    # once stepco has a measurement of its own, that one decides
+    with store.transaction():
+        store.set_provider_effect(ProviderEffect("principles", "stepco", 2, 1, 2, 0.5, 0.0, 1.0, 100, 150, -1.0, 0.5))
+    assert store.provider_effect("principles", "stepco").strategy == "stepco"
+    assert memory_notes("stepco+principles", runtime, allow_harmful=False) == []
+    assert store.provider_effect("principles", "cot").harmful
+
+
 async def test_retrieval_below_the_floor_adds_nothing_to_the_prompt(tmp_path):
     path = tmp_path / "memory.db"
     store = MemoryStore.open(path)

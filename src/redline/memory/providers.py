@@ -3,7 +3,7 @@
 Providers only read memory: nothing a solve sees is written back (learning goes through
 `redline learn`, or `learning.learn_online` when the runtime sets `learn_online`).
 Each one abstains below its similarity floor and is off when `learn` measured it harmful with
-the strategy at hand (`redline.memory.effects`).
+the strategy at hand, or with another when that strategy was not measured (`redline.memory.effects`).
 Their model calls (BoostStep's regenerated step) are booked under the 'retrieve' phase, so
 a run's usage shows exactly what a provider cost on top of the strategy.
 """

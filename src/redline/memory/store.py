@@ -511,9 +511,11 @@ class MemoryStore:
         return [ProviderEffect(*r) for r in rows]
 
     def provider_effect(self, provider: str, strategy: str) -> ProviderEffect | None:
+        """The provider's measurement with `strategy`, else its widest one with another strategy:
+        a provider that hurt `cot` is not taken as harmless to a `stepco` that `learn` never measured."""
         with self.lock:
-            r = self.db.execute("SELECT * FROM provider_effects WHERE provider = ? AND strategy = ?",
-                                (provider, strategy)).fetchone()
+            r = self.db.execute("SELECT * FROM provider_effects WHERE provider = ? ORDER BY strategy = ? DESC, n DESC, "
+                                "strategy LIMIT 1", (provider, strategy)).fetchone()
         return ProviderEffect(*r) if r else None
 
     def principles(self, task: str | None = None, active_only: bool = True,
