@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from redline.backends.base import Completion
+from redline.bench.formats import cap_rows
 from redline.bench.report import write_reports
 from redline.bench.runner import run_eval
 from redline.cli import app
@@ -114,6 +115,24 @@ async def test_billed_and_computed_tokens_add_up_in_the_ledger_the_report_and_th
         assert summary["strategies"][1]["token_deltas"][measure]["diff"] == pytest.approx(delta.diff)
     md = (tmp_path / "report.md").read_text()
     assert f"| {data.summary('sc:n=3').mean_computed_tokens:.0f} | {data.token_deltas['sc:n=3']['computed'].diff:+.0f} [" in md
+
+
+async def test_the_report_shows_each_token_caps_share_and_overshoot_from_the_rows(tmp_path):
+    runtime = scripted_runtime(CachedPrompts(), max_tokens=32)
+    problems = [Problem(f"What is 2 + 2? ({i})", "4", id=f"p{i}") for i in range(4)]
+    specs = ["cot", "sc:n=3,max_tokens_total=300", "sc:n=3,max_tokens_total=300,budget=billed"]
+    await run_eval(tmp_path, problems, specs, runtime, concurrency=1)
+    data, _ = write_reports(tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    rows = {r["strategy"]: r for r in cap_rows(data)}
+    assert set(rows) == set(specs[1:])  # cot has no cap
+    for spec, measure in zip(specs[1:], ("computed", "billed")):
+        spent = [int(r[f"{measure}_tokens"]) for r in table if r["strategy"] == spec]
+        assert rows[spec]["cap"] == f"300 {measure}" and rows[spec]["dearest problem"] == str(max(spent))
+        assert rows[spec]["share of cap"] == f"{sum(spent) / len(spent) / 300:.0%}"
+        assert 0 < max(spent) <= 300 and rows[spec]["overshoot"] == "0"
+    assert "## Token caps" in (tmp_path / "report.md").read_text()
 
 
 async def test_solve_usage_table_shows_billed_and_computed_tokens():

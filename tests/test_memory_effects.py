@@ -4,11 +4,15 @@ StepCo revisions (scripted backend, real SQLite and MiniLM embeddings)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from redline.bench.runner import run_eval, shared_runs
+from redline.bench.store import ResultStore
 from redline.cli import app
 from redline.embeddings import EMBEDDING_DIM
 from redline.loop import build_solver
@@ -255,3 +259,31 @@ async def test_learning_with_stepco_stores_the_flagged_step_its_revision_and_whe
     assert exported.rows == 1 and rows[0]["chosen"] == "Step 2: 48+24 = 72. The answer is 72."
     assert rows[0]["rejected"] == "Step 2: 48+24 = 20. The answer is 20."
     assert rows[0]["prompt"].endswith("Step 1: 48/2 = 24 clips in May.\n\n") and "Natalia" in rows[0]["prompt"]
+
+
+async def test_eval_computes_a_strategy_whose_providers_are_off_once_and_resumes_its_copies(tmp_path):
+    path = tmp_path / "memory.db"
+    store, _ = await _harmful_store(path)  # principles measured harmful with cot
+    with store.transaction():
+        store.db.execute("UPDATE principles SET retired = NULL")
+    runtime = scripted_runtime(_principles_hurt, memory_path=path)
+    runtime.cached(RUNTIME_KEY, lambda: store)
+    keys = ["cot", "principles+cot", "cot+principles:force=true,floor=-1"]
+    assert shared_runs(keys, runtime) == {"principles+cot": "cot"}
+    assert shared_runs(keys, scripted_runtime(_principles_hurt)) == {}  # no memory: nothing is off
+
+    run_dir = tmp_path / "run"
+    tallies = await run_eval(run_dir, HELD, keys, runtime, concurrency=2)
+    assert len(runtime.backend.inner.requests) == 2 * len(HELD)  # cot and the forced row; the copy costs nothing
+    with ResultStore(run_dir) as results:
+        by = {s: {r.problem_id: r for r in results.rows(s)} for s in keys}
+        assert results.meta()["shared"] == {"principles+cot": "cot"}
+    assert by["principles+cot"] == {pid: replace(r, strategy="principles+cot") for pid, r in by["cot"].items()}
+    assert tallies["principles+cot"].correct == tallies["cot"].correct == 3
+    assert tallies["cot+principles:force=true,floor=-1"].correct == 0  # computed: the principle is in its context
+
+    with sqlite3.connect(run_dir / "results.db") as db:  # a run stopped before the copies were written
+        db.execute("DELETE FROM results WHERE strategy = 'principles+cot' AND problem_id != 'h48'")
+    calls = len(runtime.backend.inner.requests)
+    tallies = await run_eval(run_dir, HELD, keys, runtime, concurrency=2)
+    assert len(runtime.backend.inner.requests) == calls and tallies["principles+cot"].correct == 3

@@ -21,6 +21,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from redline.bench.metrics import token_cap
 from redline.bench.report_data import ReportData
 from redline.bench.store import ResultStore
 
@@ -111,6 +112,21 @@ def budget_rows(data: ReportData) -> list[dict[str, str]]:
             for family, points in data.curves.items() for b, billed, computed, a in points]
 
 
+def cap_rows(data: ReportData) -> list[dict[str, str]]:
+    """Strategies under a token cap: what they spent as a share of it, and the dearest problem's
+    spend against it (the overshoot must be 0)."""
+    rows = []
+    for s in data.summaries:
+        if (cap := token_cap(s.strategy)) is None:
+            continue
+        limit, count = cap
+        mean, most = (s.mean_tokens, s.max_tokens) if count == "billed" else (s.mean_computed_tokens, s.max_computed_tokens)
+        rows.append({"strategy": s.strategy, "cap": f"{limit} {count}", "spent/problem": f"{mean:.0f}",
+                     "share of cap": f"{mean / limit:.0%}", "dearest problem": str(most),
+                     "overshoot": str(max(0, most - limit)), "stopped by a limit": f"{s.stopped} of {s.results}"})
+    return rows
+
+
 def compact_rows(data: ReportData) -> list[dict[str, str]]:
     """The terminal's summary: accuracy with its CI, paired Δ, and billed and computed tokens per
     problem, each with its paired change against the baseline (calls and the rest: report.md)."""
@@ -177,17 +193,27 @@ def write_markdown(data: ReportData, path: Path) -> Path:
     settings = ", ".join(f"{k}={data.settings[k]}" for k in SETTINGS_SHOWN if k in data.settings)
     parts = [f"# redline eval: {data.run}\n\n", f"{data.problems} problems; {settings}. Accuracy counts gradable "
              f"problems only; Δ is paired against the baseline (bootstrap 95% CI, exact McNemar p). {TOKENS_NOTE}\n",
-             "\n## Summary\n\n", _markdown_table(summary_rows(data))]
+             *_shared_note(data.settings.get("shared") or {}), "\n## Summary\n\n", _markdown_table(summary_rows(data))]
     if sampling := sampling_rows(data):
         parts += ["\n## Sampling: pass@k (coverage) and maj@k\n\n", _markdown_table(sampling)]
     if budget := budget_rows(data):
         parts += ["\n## Budget curves\n\n", _markdown_table(budget)]
+    if caps := cap_rows(data):
+        parts += ["\n## Token caps (`max_tokens_total`)\n\n", _markdown_table(caps)]
     if data.errors:
         parts += [f"\n## Failed solves ({len(data.errors)}; a rerun retries them)\n\n",
                   _markdown_table([{"problem": p, "strategy": s, "error": e} for p, s, e in data.errors[:50]])]
     parts.append("\n![accuracy vs tokens](accuracy_vs_tokens.png)\n")
     path.write_text("".join(parts), encoding="utf-8")
     return path
+
+
+def _shared_note(shared: dict[str, str]) -> list[str]:
+    if not shared:
+        return []
+    pairs = "; ".join(f"`{alias}` as `{source}`" for alias, source in shared.items())
+    return [f"\nRan as another strategy (every memory provider it adds is off on this memory, so its results are "
+            f"the other's, computed once): {pairs}.\n"]
 
 
 def write_csv(store: ResultStore, path: Path) -> Path:

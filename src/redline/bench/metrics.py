@@ -185,6 +185,19 @@ def family_and_budget(strategy: str) -> tuple[str, float | None]:
     return (f"{family} ({knob})", value)
 
 
+def token_cap(strategy: str) -> tuple[int, str] | None:
+    """'beam:max_tokens_total=500' -> (500, 'computed'): a strategy's token cap and how it counts."""
+    from redline.loop import is_component_name
+    from redline.spec import parse_pipeline
+
+    try:
+        head = parse_pipeline(strategy, is_component_name)[0]
+        cap = int(head.params["max_tokens_total"])
+    except (RedlineError, KeyError, ValueError):
+        return None
+    return cap, head.params.get("budget", "computed")
+
+
 @dataclass
 class StrategySummary:
     strategy: str
@@ -207,6 +220,8 @@ class StrategySummary:
     total_cached_prompt_tokens: int = 0
     mean_computed_tokens: float = 0.0  # uncached prompt + completion: what the engine computed
     total_computed_tokens: int = 0
+    max_tokens: int = 0  # billed, on the dearest problem: what a token cap counted that way must hold
+    max_computed_tokens: int = 0
     cost: float | None = None
     samples: int = 0  # candidates per problem (the smallest count), for pass@k / maj@k
     pass_at: dict[int, float] = field(default_factory=dict)  # = coverage@k
@@ -246,6 +261,8 @@ def summarize(strategy: str, rows: Sequence[ResultRow], prices: Prices | None = 
         mean_cached_prompt_tokens=float(cached.mean()) if n else 0.0, total_cached_prompt_tokens=int(cached.sum()),
         mean_computed_tokens=float((prompt - cached + completion).mean()) if n else 0.0,
         total_computed_tokens=int((prompt - cached + completion).sum()),
+        max_tokens=int((prompt + completion).max()) if n else 0,
+        max_computed_tokens=int((prompt - cached + completion).max()) if n else 0,
         cost=None if any(c is None for c in costs) else float(sum(costs)),  # type: ignore[arg-type]
     )
     _add_sampling(summary, graded)

@@ -2,7 +2,9 @@
 
 A fixed pool of workers pulls pending pairs from one generator, so memory stays flat however
 many problems there are, and at most `concurrency` solves are in flight. Pairs already in
-the store are skipped, which is all that resuming needs.
+the store are skipped, which is all that resuming needs. A strategy that runs exactly as another
+listed one (every memory provider it adds is off on this memory) is not computed twice: the
+other's results are stored under its name too.
 """
 
 from __future__ import annotations
@@ -61,6 +63,24 @@ def strategy_keys(specs: str | Sequence[str]) -> list[str]:
     return keys
 
 
+def shared_runs(keys: Sequence[str], runtime: Runtime) -> dict[str, str]:
+    """Strategies that run exactly as an earlier listed one on this runtime: {strategy: the one it runs as}.
+
+    Only memory providers that are off make two specs run alike; with `--learn-online` the memory
+    changes during the run, so nothing is shared then."""
+    if runtime.memory_path is None or runtime.learn_online:
+        return {}
+    from redline.memory.providers import runs_as
+
+    first: dict[str, str] = {}
+    shared = {}
+    for key in keys:
+        source = first.setdefault(runs_as(key, runtime), key)
+        if source != key:
+            shared[key] = source
+    return shared
+
+
 def _check_ids(problems: Sequence[Problem]) -> None:
     missing = sum(1 for p in problems if not p.id)
     if missing:
@@ -72,32 +92,46 @@ def _check_ids(problems: Sequence[Problem]) -> None:
 
 async def run_eval(run_dir: Path, problems: Sequence[Problem], specs: str | Sequence[str], runtime: Runtime,
                    concurrency: int = 8, settings: dict[str, Any] | None = None,
-                   on_update: OnUpdate | None = None) -> dict[str, Tally]:
+                   on_update: OnUpdate | None = None, shared: dict[str, str] | None = None) -> dict[str, Tally]:
     """Solve every pending problem x strategy into `run_dir`'s store; returns the tallies.
 
-    Failures of single solves are stored as errors (retried on rerun); the run goes on.
+    Failures of single solves are stored as errors (retried on rerun); the run goes on. `shared`
+    (default: `shared_runs`) names strategies stored as copies of another's results.
     """
     if concurrency < 1:
         raise RedlineError(f"--concurrency must be >= 1, got {concurrency}")
     keys = strategy_keys(specs)
     solvers = {k: build_solver(k, runtime) for k in keys}  # validates every spec before any work
     _check_ids(problems)
+    shared = shared_runs(keys, runtime) if shared is None else shared
     load = getattr(runtime.backend, "load", None)  # a local model loads up front, so no latency includes it
     if load is not None:
         await asyncio.to_thread(load)
     with ResultStore(run_dir) as store:
         store.start_run({"strategies": keys, "backend": runtime.backend.name, "model": runtime.backend.model,
-                         "max_tokens": runtime.max_tokens, "seed": runtime.seed, **(settings or {})})
+                         "max_tokens": runtime.max_tokens, "seed": runtime.seed, "shared": shared,
+                         **(settings or {})})
         store.add_problems(problems)
+        _copy_finished(store, problems, shared)
         done = store.done()
         tallies = _resumed_tallies(store, keys, problems, done)
         for key in keys:
             if on_update:
                 on_update(key, tallies[key])
-        pending = ((p, k) for p in problems for k in keys if (p.id, k) not in done)
-        await asyncio.gather(*(_worker(pending, solvers, store, runtime, tallies, on_update)
+        pending = ((p, k) for p in problems for k in keys if k not in shared and (p.id, k) not in done)
+        copies = {k: [alias for alias, source in shared.items() if source == k] for k in keys}
+        await asyncio.gather(*(_worker(pending, solvers, store, runtime, tallies, on_update, copies)
                                for _ in range(concurrency)))
     return tallies
+
+
+def _copy_finished(store: ResultStore, problems: Sequence[Problem], shared: dict[str, str]) -> None:
+    """On resume: the copies a shared strategy lacks of results its source already has."""
+    done = store.done()
+    for alias, source in shared.items():
+        for p in problems:
+            if (p.id, source) in done and (p.id, alias) not in done:
+                store.copy_result(p.id or "", source, alias)
 
 
 def _resumed_tallies(store: ResultStore, keys: list[str], problems: Sequence[Problem],
@@ -120,20 +154,25 @@ async def _learn_from(runtime: Runtime, key: str, problem: Problem, result: Any)
 
 
 async def _worker(pending: Iterator[tuple[Problem, str]], solvers: dict[str, Solver], store: ResultStore,
-                  runtime: Runtime, tallies: dict[str, Tally], on_update: OnUpdate | None) -> None:
+                  runtime: Runtime, tallies: dict[str, Tally], on_update: OnUpdate | None,
+                  copies: dict[str, list[str]]) -> None:
     for problem, key in pending:  # a shared generator: each pair goes to exactly one worker
-        tally = tallies[key]
         PREFIX_SCOPE.set(key)  # a strategy reuses only prefixes it computed itself
         try:
             result = await solvers[key].solve(problem)
         except Exception as e:  # one failing solve must not sink the run; it is stored and retried on rerun
-            store.record_error(problem.id or "", key, f"{type(e).__name__}: {e}")
-            tally.errors += 1
+            for name in (key, *copies[key]):
+                store.record_error(problem.id or "", name, f"{type(e).__name__}: {e}")
+                tallies[name].errors += 1
         else:
             graded = grade(result, problem.answer)
             store.write(key, result, graded, runtime.backend.model)
             if runtime.learn_online:
                 await _learn_from(runtime, key, problem, result)
-            tally.add(graded.correct, result.total.total_tokens)
+            for name in (key, *copies[key]):
+                if name != key:
+                    store.copy_result(problem.id or "", key, name)
+                tallies[name].add(graded.correct, result.total.total_tokens)
         if on_update:
-            on_update(key, tally)
+            for name in (key, *copies[key]):
+                on_update(name, tallies[name])

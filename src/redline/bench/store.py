@@ -184,6 +184,14 @@ class ResultStore:
                  json.dumps(usage), json.dumps([c.to_dict() for c in grade.candidates]),
                  json.dumps(data, default=str), time.time(), total.cached_prompt_tokens))
 
+    def copy_result(self, problem_id: str, source: str, target: str) -> None:
+        """Store `source`'s result for a problem under `target` too: a strategy that ran as another."""
+        columns = [c.strip() for c in _WRITE_COLUMNS.split(",")]
+        picked = ", ".join("?" if c == "strategy" else c for c in columns)
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO results ({_WRITE_COLUMNS}) SELECT {picked} FROM results "
+                            "WHERE run = ? AND problem_id = ? AND strategy = ?", (target, self.run, problem_id, source))
+
     def record_error(self, problem_id: str, strategy: str, error: str) -> None:
         with self.db:
             self.db.execute("INSERT INTO errors VALUES (?, ?, ?, ?, ?)",

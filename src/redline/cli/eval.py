@@ -43,7 +43,7 @@ def eval_command(
     from redline.bench.datasets import read_dataset
     from redline.bench.metrics import load_prices
     from redline.bench.progress import LiveProgress
-    from redline.bench.runner import run_eval, strategy_keys
+    from redline.bench.runner import run_eval, shared_runs, strategy_keys
     from redline.errors import SpecError
     from redline.memory.providers import memory_notes
 
@@ -58,6 +58,10 @@ def eval_command(
     runtime.learn_online = learn_online
     for note in [n for key in keys for n in memory_notes(key, runtime, allow_harmful)]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    shared = shared_runs(keys, runtime)
+    for alias, source in shared.items():
+        console.print(f"[yellow]note:[/yellow] {alias!r} runs as {source!r} on this memory (the providers it adds "
+                      f"are off); its results are those of {source!r}, computed once", highlight=False)
     pool = getattr(runtime.backend, "endpoints", None)
     over = f" over {len(pool.urls)} endpoints" if pool is not None and len(pool.urls) > 1 else ""
     console.print(f"eval of {len(loaded.problems)} problems ({loaded.preset}) x {len(keys)} strategies "
@@ -65,7 +69,8 @@ def eval_command(
     settings = {"data": data, "baseline": (baseline or keys[0]).replace(" ", ""), "prices": price_table}
     try:
         with LiveProgress(console) as progress:
-            run_async(run_eval(run_dir, loaded.problems, keys, runtime, concurrency, settings, progress.update))
+            run_async(run_eval(run_dir, loaded.problems, keys, runtime, concurrency, settings, progress.update,
+                                       shared))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]; finished results are saved in {run_dir}. "
                       "Rerun the same command to resume.")

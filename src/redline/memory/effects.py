@@ -198,6 +198,10 @@ def update(store: MemoryStore, strategy: str) -> EffectsUpdate:
     return out
 
 
+def _forced(component: Component, allow_harmful: bool) -> bool:
+    return allow_harmful or component.params.get("force", "").lower() in ("true", "1", "yes")
+
+
 def provider_notes(spec: str, store: MemoryStore | None, allow_harmful: bool) -> list[str]:
     """What `solve`/`eval` tell a user who asks for providers measured harmful on this memory."""
     if store is None:
@@ -206,15 +210,32 @@ def provider_notes(spec: str, store: MemoryStore | None, allow_harmful: bool) ->
     name = strategy.split(":", 1)[0]
     notes = []
     for component in providers:
-        provider = component.name
-        effect = store.provider_effect(provider, name)
+        effect = store.provider_effect(component.name, name)
         if effect is None or not effect.harmful:
             continue
-        if allow_harmful or component.params.get("force", "").lower() in ("true", "1", "yes"):
-            notes.append(f"provider {provider!r} runs although measured harmful: {describe(effect)}")
+        if _forced(component, allow_harmful):
+            notes.append(f"provider {component.name!r} runs although measured harmful: {describe(effect)}")
         else:
-            notes.append(f"provider {provider!r} is {off_reason(effect)}")
+            notes.append(f"provider {component.name!r} is {off_reason(effect)}")
     return notes
+
+
+def canonical(spec: str) -> str:
+    """One text per pipeline, however it was spaced or ordered: the strategy, then its providers."""
+    strategy, providers = split_spec(spec)
+    return "+".join([strategy, *(str(c) for c in providers)])
+
+
+def without_off_providers(spec: str, store: MemoryStore, allow_harmful: bool) -> str:
+    """`spec` as it runs on this memory: the providers that are off dropped (they add nothing to a solve)."""
+    strategy, providers = split_spec(spec)
+    name = strategy.split(":", 1)[0]
+    kept = []
+    for component in providers:
+        effect = store.provider_effect(component.name, name)
+        if effect is None or not effect.harmful or _forced(component, allow_harmful):
+            kept.append(str(component))
+    return "+".join([strategy, *kept])
 
 
 def status(e: ProviderEffect) -> str:

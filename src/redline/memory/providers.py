@@ -46,6 +46,14 @@ def memory_notes(spec: str, runtime: Runtime, allow_harmful: bool) -> list[str]:
     return effects.provider_notes(spec, open_memory(runtime), allow_harmful)
 
 
+def runs_as(spec: str, runtime: Runtime) -> str:
+    """`spec` in one canonical text, as it runs on `runtime`'s memory: the providers that are off dropped,
+    so that `eval` computes 'stepco+principles' once with 'stepco' when principles are off."""
+    if not effects.split_spec(spec)[1] or runtime.memory_path is None:
+        return effects.canonical(spec)
+    return effects.without_off_providers(spec, open_memory(runtime), effects.policy(runtime).allow_harmful)
+
+
 async def _embed_one(text: str) -> np.ndarray:
     return (await run_in_pool(embed, [text]))[0]
 
