@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from redline.bench.plots import legend_labels
+from redline.bench.report import write_reports
 from redline.bench.runner import run_eval, shared_runs
 from redline.bench.store import ResultStore
 from redline.cli import app
@@ -281,6 +283,9 @@ async def test_eval_computes_a_strategy_whose_providers_are_off_once_and_resumes
     assert by["principles+cot"] == {pid: replace(r, strategy="principles+cot") for pid, r in by["cot"].items()}
     assert tallies["principles+cot"].correct == tallies["cot"].correct == 3
     assert tallies["cot+principles:force=true,floor=-1"].correct == 0  # computed: the principle is in its context
+    data, _ = write_reports(run_dir)
+    assert "`principles+cot` as `cot`" in (run_dir / "report.md").read_text()
+    assert legend_labels(data) == {"cot": "cot = principles+cot", "cot+principles:force=true,floor=-1": "cot+principles:force=true,floor=-1"}
 
     with sqlite3.connect(run_dir / "results.db") as db:  # a run stopped before the copies were written
         db.execute("DELETE FROM results WHERE strategy = 'principles+cot' AND problem_id != 'h48'")

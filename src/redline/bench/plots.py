@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -24,28 +25,47 @@ def _pyplot():
     return plt
 
 
+MARKERS = "osD^vPX*"
+
+
+def legend_labels(data: ReportData) -> dict[str, str]:
+    """Each plotted strategy's legend label; a strategy that ran as another one is folded into its label."""
+    shared: dict[str, str] = data.settings.get("shared") or {}
+    labels = {s.strategy: s.strategy for s in data.summaries if s.strategy not in shared}
+    for alias, source in shared.items():
+        if source in labels:
+            labels[source] += f" = {alias}"
+    return labels
+
+
 def accuracy_vs_tokens(data: ReportData, path: Path) -> Path:
     """Accuracy (Wilson 95% CI bars) against mean tokens per problem, billed (left) and computed (right);
-    each panel's Pareto front joined and ringed."""
+    each panel's Pareto front joined and ringed. Every strategy gets its own colour and marker."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    labels = legend_labels(data)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    colours = plt.get_cmap("tab10").colors
+    tops: list[float] = []
     for ax, (measure, tokens_of) in zip(axes, TOKEN_AXES.items()):
-        points = [(tokens_of(s), s.accuracy, s) for s in data.summaries if s.accuracy is not None]
-        for tokens, acc, s in points:
+        points = [(tokens_of(s), s.accuracy, s) for s in data.summaries if s.accuracy is not None and s.strategy in labels]
+        for i, (tokens, acc, s) in enumerate(points):
             lo, hi = s.ci or (acc, acc)
-            ax.errorbar(tokens, acc, yerr=[[acc - lo], [hi - acc]], fmt="o", capsize=4, label=s.strategy)
+            tops.append(hi)
+            ax.errorbar(tokens, acc, yerr=[[acc - lo], [hi - acc]], fmt=MARKERS[i // 10 % len(MARKERS)], capsize=4,
+                        color=colours[i % 10], label=labels[s.strategy])
         front = sorted((points[i][0], points[i][1]) for i in pareto_front([(t, a) for t, a, _ in points]))
         if front:
             ax.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
             ax.scatter(*zip(*front), s=180, facecolors="none", edgecolors="black", linewidths=1.2)
         ax.set_xlabel(f"mean {measure} tokens per problem")
-        ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.02, min(1.0, max(tops, default=1.0) + 0.05) + 0.02)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=8, loc="best")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="lower center", ncol=3, frameon=False)
     fig.suptitle(f"{data.run}: accuracy vs tokens (billed: prompt + completion; computed: uncached prompt + completion)",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(names) / 3), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
