@@ -285,7 +285,8 @@ async def test_eval_computes_a_strategy_whose_providers_are_off_once_and_resumes
     assert tallies["cot+principles:force=true,floor=-1"].correct == 0  # computed: the principle is in its context
     data, _ = write_reports(run_dir)
     assert "`principles+cot` as `cot`" in (run_dir / "report.md").read_text()
-    assert legend_labels(data) == {"cot": "cot = principles+cot", "cot+principles:force=true,floor=-1": "cot+principles:force=true,floor=-1"}
+    forced = "cot+principles:force=true,floor=-1"
+    assert legend_labels(data) == {"cot": "cot = principles+cot", forced: forced}
 
     with sqlite3.connect(run_dir / "results.db") as db:  # a run stopped before the copies were written
         db.execute("DELETE FROM results WHERE strategy = 'principles+cot' AND problem_id != 'h48'")

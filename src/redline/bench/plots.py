@@ -47,7 +47,8 @@ def accuracy_vs_tokens(data: ReportData, path: Path) -> Path:
     colours = plt.get_cmap("tab10").colors
     tops: list[float] = []
     for ax, (measure, tokens_of) in zip(axes, TOKEN_AXES.items()):
-        points = [(tokens_of(s), s.accuracy, s) for s in data.summaries if s.accuracy is not None and s.strategy in labels]
+        points = [(tokens_of(s), s.accuracy, s) for s in data.summaries
+                  if s.accuracy is not None and s.strategy in labels]
         for i, (tokens, acc, s) in enumerate(points):
             lo, hi = s.ci or (acc, acc)
             tops.append(hi)
