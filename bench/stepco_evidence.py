@@ -1,0 +1,122 @@
+"""StepCo against Best-of-N on the paper's terms, from one `redline eval` store.
+
+Prints, for every strategy against the baseline (Best-of-10 in the headline run): accuracy with its
+paired Δ, then tokens per problem on four measures, each with its paired Δ [bootstrap 95% CI] and its
+share of the baseline's:
+
+- billed: prompt + completion as an OpenAI-compatible API bills a request (its prompt once, whatever n);
+- separate: billed as if each sample of a request with `n` were its own call (the prompt n times), as
+  the StepCo paper's code calls the API; only single-request sampling (`bon`, `sc`) can be counted so
+  from the stored rows, the rest print n/a;
+- computed: uncached prompt + completion, what the engine computed;
+- completion: generated tokens only.
+
+Then the token caps (spent as a share of each cap, the dearest problem, overshoot) and what MCTS and
+beam search built under them (answered candidates, the distinct first steps they start from, depth
+and coverage), which is what explains their accuracy.
+
+    .venv/bin/python bench/stepco_evidence.py /work/runs/ev26/run --baseline "bon:n=10"
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from redline.bench.formats import cap_rows
+from redline.bench.metrics import paired_mean_difference_ci
+from redline.bench.report import collect
+from redline.bench.store import ResultRow, ResultStore
+from redline.loop import is_component_name
+from redline.spec import parse_pipeline
+
+Measure = Callable[[ResultRow], "float | None"]
+
+
+def separate_calls(strategy: str) -> Measure:
+    """Billed as separate calls of one sample each: `bon`/`sc` (one request with n) bill the prompt n
+    times; strategies that draw one sample per call (`cot`, `stepco` with `n_init=1`) bill as billed;
+    the rest cannot be counted so from stored rows (None)."""
+    head = parse_pipeline(strategy, is_component_name)[0]
+    if head.name in ("bon", "sc"):
+        n = int(head.params.get("n", "1"))
+        return lambda r: r.total_tokens + (n - 1) * r.prompt_tokens if r.calls == 1 else None
+    if head.name == "cot" or (head.name == "stepco" and head.params.get("n_init", "1") == "1"):
+        return lambda r: r.total_tokens
+    return lambda r: None
+
+
+def measures(strategy: str) -> dict[str, Measure]:
+    return {"billed": lambda r: r.total_tokens, "separate": separate_calls(strategy),
+            "computed": lambda r: r.prompt_tokens - r.cached_prompt_tokens + r.completion_tokens,
+            "completion": lambda r: r.completion_tokens}
+
+
+def token_line(name: str, rows: list[ResultRow], base: list[ResultRow], measure: Measure,
+               base_measure: Measure) -> str:
+    pairs = [(measure(a), base_measure(b)) for a, b in zip(rows, base)]
+    if any(x is None or y is None for x, y in pairs):
+        return f"{name:>10}: n/a"
+    x = np.array([p[0] for p in pairs], dtype=float)
+    y = np.array([p[1] for p in pairs], dtype=float)
+    low, high = paired_mean_difference_ci(x, y)
+    return (f"{name:>10}: {x.mean():7.0f} vs {y.mean():6.0f}  Δ {x.mean() - y.mean():+7.0f} [{low:+.0f}, {high:+.0f}]"
+            f"  share {x.mean() / y.mean():5.0%}")
+
+
+def tree_stats(store: ResultStore, strategy: str) -> str:
+    """Per problem, from the stored results: answered candidates, how many distinct first steps they
+    start from (how much of the search's breadth its answers cover), the deepest step, and coverage."""
+    answered, first_steps, depth, covered = [], [], [], 0
+    for p in store.problems():
+        stored = store.full_results(p["id"]).get(strategy)
+        if stored is None:
+            continue
+        _, graded, result = stored
+        with_answer = [c for c in result["candidates"] if c["solution"].get("answer") is not None]
+        answered.append(len(with_answer))
+        first_steps.append(len({" ".join(c["solution"]["steps"][0]["text"].split()) for c in with_answer}))
+        depth.append(max((len(c["solution"]["steps"]) for c in with_answer), default=0))
+        covered += any(g.get("correct") for g in graded)
+    if not answered:
+        return f"{strategy}: no results"
+    return (f"{strategy}: per problem {statistics.mean(answered):.1f} answered candidates from "
+            f"{statistics.mean(first_steps):.1f} distinct first steps, deepest {statistics.mean(depth):.1f} steps; "
+            f"a right answer among them on {covered} of {len(answered)} (coverage)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--baseline", default=None, help="default: the run's baseline")
+    args = parser.parse_args()
+    with ResultStore(args.run_dir, create=False) as store:
+        data = collect(store, args.baseline)
+        by_strategy = {s.strategy: {r.problem_id: r for r in store.rows(s.strategy)} for s in data.summaries}
+        base_rows = by_strategy[data.baseline]
+        base_measures = measures(data.baseline)
+        for s in data.summaries:
+            ids = [pid for pid in by_strategy[s.strategy] if pid in base_rows]
+            rows, base = [by_strategy[s.strategy][i] for i in ids], [base_rows[i] for i in ids]
+            c = data.comparisons.get(s.strategy)
+            versus = (f"Δ {100 * c.diff:+.1f} [{100 * c.ci[0]:+.1f}, {100 * c.ci[1]:+.1f}], McNemar p {c.p_value:.3f}"
+                      if c else "baseline")
+            print(f"\n{s.strategy}: {s.accuracy:.1%} ({s.correct}/{s.graded}), {versus}; {len(ids)} paired problems, "
+                  f"{s.mean_calls:.2f} calls")
+            for name, measure in measures(s.strategy).items():
+                print(token_line(name, rows, base, measure, base_measures[name]))
+        print("\ntoken caps:")
+        for row in cap_rows(data):
+            print("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
+        print("\nwhat the searches built:")
+        for s in data.summaries:
+            if parse_pipeline(s.strategy, is_component_name)[0].name in ("beam", "mcts"):
+                print("  " + tree_stats(store, s.strategy))
+
+
+if __name__ == "__main__":
+    main()
