@@ -199,7 +199,8 @@ def update(store: MemoryStore, strategy: str) -> EffectsUpdate:
 
 
 def _forced(component: Component, allow_harmful: bool) -> bool:
-    return allow_harmful or component.params.get("force", "").lower() in ("true", "1", "yes")
+    """Whether a provider runs although measured harmful: `--allow-harmful`, or its `force` as its params parse it."""
+    return allow_harmful or bool(getattr(PROVIDERS.validate(component), "force", False))
 
 
 def provider_notes(spec: str, store: MemoryStore | None, allow_harmful: bool) -> list[str]:
