@@ -285,6 +285,7 @@ async def test_eval_computes_a_strategy_whose_providers_are_off_once_and_resumes
     assert tallies["cot+principles:force=true,floor=-1"].correct == 0  # computed: the principle is in its context
     data, _ = write_reports(run_dir)
     assert "`principles+cot` as `cot`" in (run_dir / "report.md").read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["shared"] == {"principles+cot": "cot"}
     forced = "cot+principles:force=true,floor=-1"
     assert legend_labels(data) == {"cot": "cot = principles+cot", forced: forced}
 

@@ -232,7 +232,8 @@ def write_csv(store: ResultStore, path: Path) -> Path:
 
 def summary_json(data: ReportData) -> dict[str, Any]:
     """The report's figures for programs: each strategy's summary, its paired accuracy Δ and its paired
-    token Δs (billed and computed, with the share of the baseline's) against the baseline."""
+    token Δs (billed and computed, with the share of the baseline's) against the baseline; `shared`
+    names the strategies stored as copies of another's results."""
     strategies = []
     for s in data.summaries:
         c = data.comparisons.get(s.strategy)
@@ -241,7 +242,7 @@ def summary_json(data: ReportData) -> dict[str, Any]:
                            "token_deltas": {m: asdict(d) | {"share": d.share} for m, d in deltas.items()}})
     settings = {k: data.settings[k] for k in SETTINGS_SHOWN if k in data.settings}
     return {"run": data.run, "problems": data.problems, "baseline": data.baseline, "settings": settings,
-            "tokens": TOKENS_NOTE, "strategies": strategies}
+            "tokens": TOKENS_NOTE, "shared": data.settings.get("shared") or {}, "strategies": strategies}
 
 
 def write_json(data: ReportData, path: Path) -> Path:
