@@ -31,8 +31,9 @@ from redline.bench.formats import cap_rows
 from redline.bench.metrics import paired_mean_difference_ci
 from redline.bench.report import collect
 from redline.bench.store import ResultRow, ResultStore
-from redline.loop import is_component_name
-from redline.spec import parse_pipeline
+from redline.loop import BUDGET_KEYS, is_component_name
+from redline.registry import STRATEGIES
+from redline.spec import Component, parse_pipeline
 
 Measure = Callable[[ResultRow], "float | None"]
 
@@ -42,17 +43,20 @@ def separate_calls(strategy: str) -> Measure:
     times; strategies that draw one sample per call (`cot`, `stepco` with `n_init=1`) bill as billed;
     the rest cannot be counted so from stored rows (None)."""
     head = parse_pipeline(strategy, is_component_name)[0]
+    # the strategy's own defaults fill what the spec leaves out (budget keys belong to the loop)
+    params = STRATEGIES.validate(Component(head.name, head.args,
+                                           {k: v for k, v in head.params.items() if k not in BUDGET_KEYS}))
     if head.name in ("bon", "sc"):
-        n = int(head.params.get("n", "1"))
+        n = params.n
         return lambda r: r.total_tokens + (n - 1) * r.prompt_tokens if r.calls == 1 else None
-    if head.name == "cot" or (head.name == "stepco" and head.params.get("n_init", "1") == "1"):
+    if head.name == "cot" or (head.name == "stepco" and params.n_init == 1):
         return lambda r: r.total_tokens
     return lambda r: None
 
 
 def measures(strategy: str) -> dict[str, Measure]:
     return {"billed": lambda r: r.total_tokens, "separate": separate_calls(strategy),
-            "computed": lambda r: r.prompt_tokens - r.cached_prompt_tokens + r.completion_tokens,
+            "computed": lambda r: r.computed_tokens,
             "completion": lambda r: r.completion_tokens}
 
 
