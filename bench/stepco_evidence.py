@@ -31,9 +31,9 @@ from redline.bench.formats import cap_rows
 from redline.bench.metrics import paired_mean_difference_ci
 from redline.bench.report import collect
 from redline.bench.store import ResultRow, ResultStore
-from redline.loop import BUDGET_KEYS, is_component_name
+from redline.loop import is_component_name, split_budget
 from redline.registry import STRATEGIES
-from redline.spec import Component, parse_pipeline
+from redline.spec import parse_pipeline
 
 Measure = Callable[[ResultRow], "float | None"]
 
@@ -42,10 +42,8 @@ def separate_calls(strategy: str) -> Measure:
     """Billed as separate calls of one sample each: `bon`/`sc` (one request with n) bill the prompt n
     times; strategies that draw one sample per call (`cot`, `stepco` with `n_init=1`) bill as billed;
     the rest cannot be counted so from stored rows (None)."""
-    head = parse_pipeline(strategy, is_component_name)[0]
-    # the strategy's own defaults fill what the spec leaves out (budget keys belong to the loop)
-    params = STRATEGIES.validate(Component(head.name, head.args,
-                                           {k: v for k, v in head.params.items() if k not in BUDGET_KEYS}))
+    head, _ = split_budget(parse_pipeline(strategy, is_component_name)[0])
+    params = STRATEGIES.validate(head)  # the strategy's own defaults fill what the spec leaves out
     if head.name in ("bon", "sc"):
         n = params.n
         return lambda r: r.total_tokens + (n - 1) * r.prompt_tokens if r.calls == 1 else None
@@ -72,25 +70,30 @@ def token_line(name: str, rows: list[ResultRow], base: list[ResultRow], measure:
             f"  share {x.mean() / y.mean():5.0%}")
 
 
-def tree_stats(store: ResultStore, strategy: str) -> str:
-    """Per problem, from the stored results: answered candidates, how many distinct first steps they
-    start from (how much of the search's breadth its answers cover), the deepest step, and coverage."""
-    answered, first_steps, depth, covered = [], [], [], 0
+def tree_stats(store: ResultStore, strategies: list[str]) -> list[str]:
+    """Per strategy and problem, from the stored results (read once): answered candidates, how many
+    distinct first steps they start from (how much of the search's breadth its answers cover), the
+    deepest step, and coverage."""
+    answered: dict[str, list[int]] = {s: [] for s in strategies}
+    first_steps: dict[str, list[int]] = {s: [] for s in strategies}
+    depth: dict[str, list[int]] = {s: [] for s in strategies}
+    covered = dict.fromkeys(strategies, 0)
     for p in store.problems():
-        stored = store.full_results(p["id"]).get(strategy)
-        if stored is None:
-            continue
-        _, graded, result = stored
-        with_answer = [c for c in result["candidates"] if c["solution"].get("answer") is not None]
-        answered.append(len(with_answer))
-        first_steps.append(len({" ".join(c["solution"]["steps"][0]["text"].split()) for c in with_answer}))
-        depth.append(max((len(c["solution"]["steps"]) for c in with_answer), default=0))
-        covered += any(g.get("correct") for g in graded)
-    if not answered:
-        return f"{strategy}: no results"
-    return (f"{strategy}: per problem {statistics.mean(answered):.1f} answered candidates from "
-            f"{statistics.mean(first_steps):.1f} distinct first steps, deepest {statistics.mean(depth):.1f} steps; "
-            f"a right answer among them on {covered} of {len(answered)} (coverage)")
+        stored = store.full_results(p["id"])
+        for strategy in strategies:
+            if strategy not in stored:
+                continue
+            _, graded, result = stored[strategy]
+            with_answer = [c for c in result["candidates"] if c["solution"].get("answer") is not None]
+            answered[strategy].append(len(with_answer))
+            first_steps[strategy].append(len({" ".join(c["solution"]["steps"][0]["text"].split())
+                                              for c in with_answer}))
+            depth[strategy].append(max((len(c["solution"]["steps"]) for c in with_answer), default=0))
+            covered[strategy] += any(g.get("correct") for g in graded)
+    return [f"{s}: per problem {statistics.mean(answered[s]):.1f} answered candidates from "
+            f"{statistics.mean(first_steps[s]):.1f} distinct first steps, deepest {statistics.mean(depth[s]):.1f} "
+            f"steps; a right answer among them on {covered[s]} of {len(answered[s])} (coverage)"
+            if answered[s] else f"{s}: no results" for s in strategies]
 
 
 def main() -> None:
@@ -117,9 +120,10 @@ def main() -> None:
         for row in cap_rows(data):
             print("  " + ", ".join(f"{k} {v}" for k, v in row.items()))
         print("\nwhat the searches built:")
-        for s in data.summaries:
-            if parse_pipeline(s.strategy, is_component_name)[0].name in ("beam", "mcts"):
-                print("  " + tree_stats(store, s.strategy))
+        searches = [s.strategy for s in data.summaries
+                    if parse_pipeline(s.strategy, is_component_name)[0].name in ("beam", "mcts")]
+        for line in tree_stats(store, searches):
+            print("  " + line)
 
 
 if __name__ == "__main__":

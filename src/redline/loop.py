@@ -61,7 +61,8 @@ def _best_so_far(problem: Problem, ctx: SolveContext, reason: str) -> Result:
     return ctx.finish(problem, best.solution if best else None, [best] if best else [], stopped=reason)
 
 
-def _split_budget(component: Component) -> tuple[Component, dict[str, Any]]:
+def split_budget(component: Component) -> tuple[Component, dict[str, Any]]:
+    """A strategy component without its budget keys, and those keys (they belong to the loop)."""
     params = dict(component.params)
     budget = {k: params.pop(k) for k in BUDGET_KEYS if k in params}
     return Component(component.name, component.args, params), budget
@@ -105,7 +106,7 @@ def build_solver(spec: str, runtime: Runtime, budget: Budget | None = None) -> S
     if len(strategies) != 1:
         raise SpecError(f"a spec needs exactly one strategy, got {len(strategies)} in {spec!r}; "
                         f"valid: {', '.join(STRATEGIES.names())}")
-    strategy_component, budget_values = _split_budget(strategies[0])
+    strategy_component, budget_values = split_budget(strategies[0])
     strategy = STRATEGIES.build(strategy_component, runtime)
     providers = [PROVIDERS.build(c, runtime) for c in components if c.name in PROVIDERS]
     canonical = "+".join(str(strategy_component if c is strategies[0] else c) for c in components)

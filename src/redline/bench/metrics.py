@@ -187,15 +187,15 @@ def family_and_budget(strategy: str) -> tuple[str, float | None]:
 
 def token_cap(strategy: str) -> tuple[int, str] | None:
     """'beam:max_tokens_total=500' -> (500, 'computed'): a strategy's token cap and how it counts."""
-    from redline.loop import is_component_name
+    from redline.loop import is_component_name, split_budget
     from redline.spec import parse_pipeline
 
     try:
-        head = parse_pipeline(strategy, is_component_name)[0]
-        cap = int(head.params["max_tokens_total"])
+        _, budget = split_budget(parse_pipeline(strategy, is_component_name)[0])
+        cap = int(budget["max_tokens_total"])
     except (RedlineError, KeyError, ValueError):
         return None
-    return cap, head.params.get("budget", "computed")
+    return cap, budget.get("budget", "computed")
 
 
 @dataclass
