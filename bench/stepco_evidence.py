@@ -13,7 +13,8 @@ share of the baseline's:
 
 Then the token caps (spent as a share of each cap, the dearest problem, overshoot) and what MCTS and
 beam search built under them (answered candidates, the distinct first steps they start from, depth
-and coverage), which is what explains their accuracy.
+and coverage, what they picked against other rules over the same candidates), which is what explains
+their accuracy, and MCTS against beam, paired, under each cap both ran with.
 
     .venv/bin/python bench/stepco_evidence.py /work/runs/ev26/run --baseline "bon:n=10"
 """
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from redline.bench.formats import cap_rows
-from redline.bench.metrics import paired_mean_difference_ci
+from redline.bench.metrics import paired_comparison, paired_mean_difference_ci, token_cap
 from redline.bench.report import collect
 from redline.bench.store import ResultRow, ResultStore
 from redline.loop import is_component_name, split_budget
@@ -70,30 +72,75 @@ def token_line(name: str, rows: list[ResultRow], base: list[ResultRow], measure:
             f"  share {x.mean() / y.mean():5.0%}")
 
 
+def reselections(graded: list[dict]) -> dict[str, bool]:
+    """Whether other rules, over the same answered candidates, would have picked a right answer: a
+    majority vote over every candidate (ties to the higher summed score), the best-scored candidate (ties
+    to the search's first), and any of the candidates tied at the best score (how much ties decide)."""
+    answered = [g for g in graded if g["group"] is not None]
+    if not answered:
+        return {"vote over all": False, "best-scored": False, "any best-scored tie": False}
+    tally: dict[int, tuple[int, float]] = {}
+    for g in answered:
+        count, total = tally.get(g["group"], (0, 0.0))
+        tally[g["group"]] = (count + 1, total + (g["score"] or 0.0))
+    voted = max(tally, key=lambda group: tally[group])
+    best = max(g["score"] or 0.0 for g in answered)
+    tied = [g for g in answered if (g["score"] or 0.0) == best]
+    return {"vote over all": any(g["correct"] for g in answered if g["group"] == voted),
+            "best-scored": bool(tied[0]["correct"]), "any best-scored tie": any(g["correct"] for g in tied)}
+
+
 def tree_stats(store: ResultStore, strategies: list[str]) -> list[str]:
     """Per strategy and problem, from the stored results (read once): answered candidates, how many
     distinct first steps they start from (how much of the search's breadth its answers cover), the
-    deepest step, and coverage."""
+    deepest step, coverage, and how many right answers the search picked against other selection rules
+    over the same candidates (coverage the search has but does not pick is a selection problem)."""
     answered: dict[str, list[int]] = {s: [] for s in strategies}
     first_steps: dict[str, list[int]] = {s: [] for s in strategies}
     depth: dict[str, list[int]] = {s: [] for s in strategies}
     covered = dict.fromkeys(strategies, 0)
+    picked = dict.fromkeys(strategies, 0)
+    other_rules: dict[str, Counter[str]] = {s: Counter() for s in strategies}
     for p in store.problems():
         stored = store.full_results(p["id"])
         for strategy in strategies:
             if strategy not in stored:
                 continue
-            _, graded, result = stored[strategy]
+            correct, graded, result = stored[strategy]
             with_answer = [c for c in result["candidates"] if c["solution"].get("answer") is not None]
             answered[strategy].append(len(with_answer))
             first_steps[strategy].append(len({" ".join(c["solution"]["steps"][0]["text"].split())
                                               for c in with_answer}))
             depth[strategy].append(max((len(c["solution"]["steps"]) for c in with_answer), default=0))
             covered[strategy] += any(g.get("correct") for g in graded)
+            picked[strategy] += bool(correct)
+            other_rules[strategy].update(rule for rule, right in reselections(graded).items() if right)
     return [f"{s}: per problem {statistics.mean(answered[s]):.1f} answered candidates from "
             f"{statistics.mean(first_steps[s]):.1f} distinct first steps, deepest {statistics.mean(depth[s]):.1f} "
-            f"steps; a right answer among them on {covered[s]} of {len(answered[s])} (coverage)"
+            f"steps; a right answer among them on {covered[s]} of {len(answered[s])} (coverage), picked on "
+            f"{picked[s]}; on the same candidates " + ", ".join(
+                f"{rule} {other_rules[s][rule]}" for rule in ("vote over all", "best-scored", "any best-scored tie"))
             if answered[s] else f"{s}: no results" for s in strategies]
+
+
+def equal_cap_comparisons(by_strategy: dict[str, dict[str, ResultRow]], searches: list[str]) -> list[str]:
+    """MCTS minus beam on the problems both graded, for each token cap that both ran under."""
+    by_cap: dict[tuple[int, str], dict[str, str]] = {}
+    for strategy in searches:
+        if (cap := token_cap(strategy)) is not None:
+            by_cap.setdefault(cap, {})[parse_pipeline(strategy, is_component_name)[0].name] = strategy
+    lines = []
+    for (limit, count), pair in sorted(by_cap.items()):
+        if {"mcts", "beam"} <= pair.keys():
+            mcts, beam = by_strategy[pair["mcts"]], by_strategy[pair["beam"]]
+            ids = [i for i in mcts if i in beam and mcts[i].gradable and beam[i].gradable]
+            c = paired_comparison(pair["mcts"], pair["beam"], [bool(mcts[i].correct) for i in ids],
+                                  [bool(beam[i].correct) for i in ids])
+            if c is not None:
+                lines.append(f"cap {limit} {count}: {100 * c.diff:+.1f} points [{100 * c.ci[0]:+.1f}, {100 * c.ci[1]:+.1f}], "
+                             f"McNemar p {c.p_value:.3f}; MCTS alone right on {c.only_strategy}, beam alone on "
+                             f"{c.only_baseline}, of {c.n}")
+    return lines
 
 
 def main() -> None:
@@ -123,6 +170,9 @@ def main() -> None:
         searches = [s.strategy for s in data.summaries
                     if parse_pipeline(s.strategy, is_component_name)[0].name in ("beam", "mcts")]
         for line in tree_stats(store, searches):
+            print("  " + line)
+        print("\nMCTS against beam under the same cap, paired:")
+        for line in equal_cap_comparisons(by_strategy, searches):
             print("  " + line)
 
 
