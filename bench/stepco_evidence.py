@@ -90,17 +90,24 @@ def reselections(graded: list[dict]) -> dict[str, bool]:
             "best-scored": bool(tied[0]["correct"]), "any best-scored tie": any(g["correct"] for g in tied)}
 
 
+def steps_bucket(solution: dict | None) -> str:
+    steps = len(solution["steps"]) if solution else 0
+    return "3+" if steps >= 3 else str(steps)
+
+
 def tree_stats(store: ResultStore, strategies: list[str]) -> list[str]:
     """Per strategy and problem, from the stored results (read once): answered candidates, how many
     distinct first steps they start from (how much of the search's breadth its answers cover), the
     deepest step, coverage, and how many right answers the search picked against other selection rules
-    over the same candidates (coverage the search has but does not pick is a selection problem)."""
+    over the same candidates (coverage the search has but does not pick is a selection problem); then
+    right/all candidates and picks by their number of steps (where along a path right answers lie)."""
     answered: dict[str, list[int]] = {s: [] for s in strategies}
     first_steps: dict[str, list[int]] = {s: [] for s in strategies}
     depth: dict[str, list[int]] = {s: [] for s in strategies}
     covered = dict.fromkeys(strategies, 0)
     picked = dict.fromkeys(strategies, 0)
     other_rules: dict[str, Counter[str]] = {s: Counter() for s in strategies}
+    by_steps: dict[str, Counter[tuple[str, str, bool]]] = {s: Counter() for s in strategies}
     for p in store.problems():
         stored = store.full_results(p["id"])
         for strategy in strategies:
@@ -115,11 +122,17 @@ def tree_stats(store: ResultStore, strategies: list[str]) -> list[str]:
             covered[strategy] += any(g.get("correct") for g in graded)
             picked[strategy] += bool(correct)
             other_rules[strategy].update(rule for rule, right in reselections(graded).items() if right)
+            by_steps[strategy].update(("candidates", steps_bucket(c["solution"]), bool(g["correct"]))
+                                      for c, g in zip(result["candidates"], graded) if g["group"] is not None)
+            by_steps[strategy][("picked", steps_bucket(result["solution"]), bool(correct))] += 1
     return [f"{s}: per problem {statistics.mean(answered[s]):.1f} answered candidates from "
             f"{statistics.mean(first_steps[s]):.1f} distinct first steps, deepest {statistics.mean(depth[s]):.1f} "
             f"steps; a right answer among them on {covered[s]} of {len(answered[s])} (coverage), picked on "
             f"{picked[s]}; on the same candidates " + ", ".join(
                 f"{rule} {other_rules[s][rule]}" for rule in ("vote over all", "best-scored", "any best-scored tie"))
+            + "; right/all by steps: " + "; ".join(
+                what + " " + ", ".join(f"{b}: {by_steps[s][(what, b, True)]}/{by_steps[s][(what, b, True)] + by_steps[s][(what, b, False)]}"
+                                       for b in ("1", "2", "3+")) for what in ("candidates", "picked"))
             if answered[s] else f"{s}: no results" for s in strategies]
 
 
