@@ -91,8 +91,17 @@ def reselections(graded: list[dict]) -> dict[str, bool]:
 
 
 def steps_bucket(solution: dict | None) -> str:
+    """A solution's number of steps, with three and more as one bucket (few paths go deeper)."""
     steps = len(solution["steps"]) if solution else 0
     return "3+" if steps >= 3 else str(steps)
+
+
+def by_steps_line(counts: Counter[tuple[str, str, bool]]) -> str:
+    """'candidates 1: right/all, 2: ..., 3+: ...; picked ...' from (what, bucket, right) counts."""
+    def share(what: str, bucket: str) -> str:
+        right, wrong = counts[(what, bucket, True)], counts[(what, bucket, False)]
+        return f"{bucket}: {right}/{right + wrong}"
+    return "; ".join(f"{what} " + ", ".join(share(what, b) for b in ("1", "2", "3+")) for what in ("candidates", "picked"))
 
 
 def tree_stats(store: ResultStore, strategies: list[str]) -> list[str]:
@@ -130,9 +139,7 @@ def tree_stats(store: ResultStore, strategies: list[str]) -> list[str]:
             f"steps; a right answer among them on {covered[s]} of {len(answered[s])} (coverage), picked on "
             f"{picked[s]}; on the same candidates " + ", ".join(
                 f"{rule} {other_rules[s][rule]}" for rule in ("vote over all", "best-scored", "any best-scored tie"))
-            + "; right/all by steps: " + "; ".join(
-                what + " " + ", ".join(f"{b}: {by_steps[s][(what, b, True)]}/{by_steps[s][(what, b, True)] + by_steps[s][(what, b, False)]}"
-                                       for b in ("1", "2", "3+")) for what in ("candidates", "picked"))
+            + f"; right/all by steps: {by_steps_line(by_steps[s])}"
             if answered[s] else f"{s}: no results" for s in strategies]
 
 
